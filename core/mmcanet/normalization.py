@@ -1,0 +1,68 @@
+"""Conversion between physical units (S2 DN, S1 dB) and the 0-1 range the models work in."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """How raw values map to model inputs; stored in every model card.
+
+    Args:
+        s2_max_dn: S2 digital numbers are clipped to [0, s2_max_dn] and divided by it (DN = reflectance x 10000).
+        s1_db_ranges: per S1 band (VV, VH), the dB interval clipped and mapped linearly onto [0, 1].
+    """
+
+    s2_max_dn: float = 10000.0
+    s1_db_ranges: tuple[tuple[float, float], ...] = field(default=((-25.0, 0.0), (-32.5, 0.0)))
+
+    def to_dict(self) -> dict[str, object]:
+        d = asdict(self)
+        d["s2_units"] = "DN (TOA reflectance x 10000)"
+        d["s1_units"] = "dB"
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, object]) -> Normalization:
+        ranges = d.get("s1_db_ranges", ((-25.0, 0.0), (-32.5, 0.0)))
+        assert isinstance(ranges, (list, tuple))
+        return cls(
+            s2_max_dn=float(d.get("s2_max_dn", 10000.0)),  # type: ignore[arg-type]
+            s1_db_ranges=tuple((float(a), float(b)) for a, b in ranges),
+        )
+
+    def s2_to_unit(self, dn: np.ndarray) -> np.ndarray:
+        """S2 DN array (bands, H, W), any dtype -> float32 in [0, 1]; NaN becomes 0."""
+        x = np.nan_to_num(dn.astype(np.float32, copy=False), nan=0.0, posinf=self.s2_max_dn, neginf=0.0)
+        return np.clip(x, 0.0, self.s2_max_dn) / np.float32(self.s2_max_dn)
+
+    def unit_to_s2(self, x: np.ndarray) -> np.ndarray:
+        """Model output in [0, 1] (bands, H, W) -> float32 DN (not rounded)."""
+        return np.clip(x, 0.0, 1.0).astype(np.float32) * np.float32(self.s2_max_dn)
+
+    def s1_to_unit(self, db: np.ndarray) -> np.ndarray:
+        """S1 backscatter in dB (2, H, W) -> float32 in [0, 1]; NaN becomes 0 (the lower bound)."""
+        out = np.empty(db.shape, dtype=np.float32)
+        for i in range(db.shape[0]):
+            lo, hi = self.s1_db_ranges[min(i, len(self.s1_db_ranges) - 1)]
+            band = np.nan_to_num(db[i].astype(np.float32, copy=False), nan=lo, posinf=hi, neginf=lo)
+            out[i] = (np.clip(band, lo, hi) - lo) / (hi - lo)
+        return out
+
+
+def linear_to_db(power: np.ndarray, floor: float = 1e-10) -> np.ndarray:
+    """Linear backscatter power (sigma0) -> dB: 10 log10(max(power, floor)); NaN stays NaN."""
+    with np.errstate(invalid="ignore"):
+        return (10.0 * np.log10(np.maximum(power.astype(np.float32), floor))).astype(np.float32)
+
+
+def looks_linear(values: np.ndarray) -> bool:
+    """Guess whether finite SAR values are linear power (mostly in (0, 2]) rather than dB (mostly negative)."""
+    v = values[np.isfinite(values)]
+    if v.size == 0:
+        return False
+    neg = float(np.mean(v < 0))
+    return neg < 0.05 and float(np.median(v)) < 2.0
