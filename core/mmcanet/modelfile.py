@@ -1,0 +1,195 @@
+"""Model files: weights (safetensors) + a model card (JSON in the safetensors header). Never unpickles.
+
+A model file is one ``.safetensors`` file. Its header's ``__metadata__`` holds ``mmcanet_card``: the
+card as JSON (architecture + config, strategy, bands, normalisation with units, tile size / overlap,
+training data, measured figures, version). ``read_card`` parses only the header (no torch needed), so
+QGIS widgets can show a summary without loading torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import __version__
+from .bands import S1_BANDS, S2_BANDS_L1C
+from .errors import ModelFileError
+from .normalization import Normalization
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+FORMAT = "mmcanet-model/1"
+CARD_KEY = "mmcanet_card"
+_MAX_HEADER = 100 * 1024 * 1024
+
+
+@dataclass
+class ModelCard:
+    """Everything needed to use (and trust) a set of weights; travels inside the model file.
+
+    Args:
+        name: short model name shown to users.
+        arch: architecture (see mmcanet.models.ARCHITECTURES).
+        strategy: progressive strategy the weights were trained with.
+        config: architecture keyword configuration (build_model overrides).
+        s2_bands: optical band order the model expects (Level-1C, 13 bands).
+        s1_bands: SAR band order (VV, VH), values in dB before normalisation.
+        normalization: mapping of physical units to 0-1 (see Normalization).
+        tile_size: default tile side (px) for full-scene inference.
+        overlap: default overlap between tiles (px).
+        training: free-form description of training data / command / budget.
+        metrics: measured figures (on data not seen in training), e.g. {"heldout": {...}}.
+        version: software version that wrote the file.
+        format: file format identifier.
+    """
+
+    name: str = "mmcanet"
+    arch: str = "mmcanet"
+    strategy: str = "single"
+    config: dict[str, Any] = field(default_factory=dict)
+    s2_bands: tuple[str, ...] = S2_BANDS_L1C
+    s1_bands: tuple[str, ...] = S1_BANDS
+    normalization: Normalization = field(default_factory=Normalization)
+    tile_size: int = 256
+    overlap: int = 32
+    training: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    version: str = __version__
+    format: str = FORMAT
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d["normalization"] = self.normalization.to_dict()
+        return json.dumps(d, indent=1, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "model card") -> ModelCard:
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ModelFileError(f"{source}: the model card is not valid JSON ({exc})") from None
+        if not isinstance(d, dict):
+            raise ModelFileError(f"{source}: the model card must be a JSON object")
+        if d.get("format") != FORMAT:
+            raise ModelFileError(
+                f"{source}: unsupported model format {d.get('format')!r} (this version reads {FORMAT!r})"
+            )
+        known = {f for f in cls.__dataclass_fields__}
+        d = {k: v for k, v in d.items() if k in known}
+        try:
+            d["normalization"] = Normalization.from_dict(d.get("normalization", {}))
+            d["s2_bands"] = tuple(d.get("s2_bands", S2_BANDS_L1C))
+            d["s1_bands"] = tuple(d.get("s1_bands", S1_BANDS))
+            return cls(**d)
+        except (TypeError, ValueError, AssertionError) as exc:
+            raise ModelFileError(f"{source}: the model card has invalid fields ({exc})") from None
+
+    def summary(self) -> str:
+        """One line for users: name, architecture, strategy, size, held-out PSNR if measured."""
+        held = self.metrics.get("heldout", {}) if isinstance(self.metrics, dict) else {}
+        psnr = f", held-out PSNR {held['psnr']:.2f} dB" if isinstance(held, dict) and "psnr" in held else ""
+        return f"{self.name} v{self.version}: {self.arch}/{self.strategy}, {len(self.s2_bands)} S2 + {len(self.s1_bands)} S1 bands{psnr}"
+
+
+def default_model_path() -> Path:
+    """The bundled model shipped with the project (resources/ beside core/, or inside the plugin)."""
+    env = os.environ.get("MMCANET_MODEL")
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve().parent
+    for cand in (here / "resources" / "mmcanet_default.safetensors",
+                 here.parent.parent / "resources" / "mmcanet_default.safetensors",
+                 here.parent / "resources" / "mmcanet_default.safetensors"):
+        if cand.is_file():
+            return cand
+    return here.parent.parent / "resources" / "mmcanet_default.safetensors"
+
+
+def _read_header(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ModelFileError(f"model file not found: {path}")
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(8)
+            if len(raw) < 8:
+                raise ModelFileError(f"{path}: not a model file (too short: {size} bytes)")
+            (n,) = struct.unpack("<Q", raw)
+            if n <= 0 or n > _MAX_HEADER or 8 + n > size:
+                raise ModelFileError(f"{path}: not a safetensors model file, or truncated (header length {n}, file {size} bytes)")
+            header = json.loads(fh.read(n).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ModelFileError(f"{path}: corrupt model file (unreadable header)") from None
+    if not isinstance(header, dict):
+        raise ModelFileError(f"{path}: corrupt model file (header is not an object)")
+    ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)]
+    if ends and 8 + n + max(ends) > size:
+        raise ModelFileError(f"{path}: truncated model file ({size} bytes, tensors need {8 + n + max(ends)})")
+    return header
+
+
+def read_card(path: str | os.PathLike[str]) -> ModelCard:
+    """Read only the model card of a model file (no torch import). Raises ModelFileError."""
+    p = Path(path)
+    meta = _read_header(p).get("__metadata__") or {}
+    if CARD_KEY not in meta:
+        raise ModelFileError(f"{p}: no MMCANet model card in this safetensors file (key {CARD_KEY!r} missing)")
+    return ModelCard.from_json(meta[CARD_KEY], str(p))
+
+
+def save_model(path: str | os.PathLike[str], model: nn.Module, card: ModelCard) -> Path:
+    """Write weights + card atomically (temporary file, then rename). Returns the path."""
+    from safetensors.torch import save_file
+
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    tmp = p.with_name(p.name + ".tmp")
+    save_file(state, str(tmp), metadata={CARD_KEY: card.to_json()})
+    os.replace(tmp, p)
+    return p
+
+
+def build_from_card(card: ModelCard) -> nn.Module:
+    """Instantiate the (untrained) network a card describes."""
+    from .models import build_model
+
+    try:
+        return build_model(card.arch, card.strategy, bands=len(card.s2_bands), **card.config)
+    except (ValueError, TypeError) as exc:
+        raise ModelFileError(f"model card describes an unsupported network: {exc}") from None
+
+
+def load_model(path: str | os.PathLike[str] | None = None, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelCard]:
+    """Load a model file (default: the bundled model) for inference.
+
+    Returns:
+        (model in eval mode on ``device``, its ModelCard). Raises ModelFileError with the path and the
+        reason on a missing, corrupt, truncated or incompatible file.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    p = Path(path) if path is not None else default_model_path()
+    card = read_card(p)
+    try:
+        state = load_file(str(p), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelFileError(f"{p}: corrupt model file ({exc})") from None
+    model = build_from_card(card)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        raise ModelFileError(f"{p}: weights do not match the architecture in its card ({str(exc)[:300]})") from None
+    if missing or unexpected:
+        raise ModelFileError(
+            f"{p}: weights do not match the architecture in its card "
+            f"(missing {len(missing)} tensors e.g. {missing[:2]}, unexpected {len(unexpected)} e.g. {unexpected[:2]})"
+        )
+    return model.to(device).eval(), card

@@ -1,0 +1,64 @@
+"""The model family: MMCANet (SAR + optical), its optical-only ablation, and a DSen2-CR-style comparator.
+
+Only nn.Modules live here; tiling, I/O and training are elsewhere (see docs/ARCHITECTURE.md).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+from torch import nn
+
+from .progressive import STRATEGIES, CloudRemovalNet
+from .restorers import DSen2CRRestorer, MMCARestorer, SarEncoder
+
+ARCHITECTURES: tuple[str, ...] = ("mmcanet", "mmcanet_optical", "dsen2cr")
+
+DEFAULT_CONFIGS: dict[str, dict[str, Any]] = {
+    "mmcanet": {"widths": [16, 32, 64, 96], "heads": 4, "window": 8, "stages": 2, "ring_px": 24},
+    "mmcanet_optical": {"widths": [16, 32, 64, 96], "heads": 4, "window": 8, "stages": 2, "ring_px": 24},
+    "dsen2cr": {"width": 256, "depth": 16, "stages": 2, "ring_px": 24},
+}
+"""Default keyword configuration per architecture (these ARE the configuration schema)."""
+
+
+def model_config(arch: str, **overrides: Any) -> dict[str, Any]:
+    """Full configuration for ``arch``: defaults updated by ``overrides``; unknown keys are rejected."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+    cfg = dict(DEFAULT_CONFIGS[arch])
+    unknown = set(overrides) - set(cfg)
+    if unknown:
+        raise ValueError(f"unknown option(s) for {arch}: {', '.join(sorted(unknown))}; known: {', '.join(sorted(cfg))}")
+    cfg.update(overrides)
+    return cfg
+
+
+def build_model(arch: str = "mmcanet", strategy: str = "single", bands: int = 13, **config: Any) -> CloudRemovalNet:
+    """Build a network of the family.
+
+    Args:
+        arch: one of ARCHITECTURES.
+        strategy: one of STRATEGIES (progressive restoration strategy).
+        bands: S2 bands (13, Level-1C order).
+        **config: overrides of DEFAULT_CONFIGS[arch] (e.g. widths, heads, window, stages, width, depth).
+
+    Returns:
+        A CloudRemovalNet: ``model(s2 (B,bands,H,W), s1 (B,2,H,W), mask=None) -> (B,bands,H,W)``, all 0-1.
+    """
+    cfg = model_config(arch, **config)
+    stages, ring_px = int(cfg["stages"]), int(cfg["ring_px"])
+    sar_encoder: nn.Module | None = None
+    if arch == "dsen2cr":
+        make = partial(DSen2CRRestorer, bands=bands, width=int(cfg["width"]), depth=int(cfg["depth"]))
+        return CloudRemovalNet(make, None, strategy, stages, bands, pad_multiple=1, ring_px=ring_px, pass_raw_sar=True)
+    widths = tuple(int(w) for w in cfg["widths"])
+    use_sar = arch == "mmcanet"
+    make = partial(MMCARestorer, bands=bands, widths=widths, heads=int(cfg["heads"]), window=int(cfg["window"]), use_sar=use_sar)
+    if use_sar:
+        sar_encoder = SarEncoder(widths)
+    return CloudRemovalNet(make, sar_encoder, strategy, stages, bands, pad_multiple=2 ** (len(widths) - 1), ring_px=ring_px)
+
+
+__all__ = ["ARCHITECTURES", "DEFAULT_CONFIGS", "STRATEGIES", "CloudRemovalNet", "build_model", "model_config"]

@@ -1,0 +1,154 @@
+"""Progressive restoration strategies wrapping a single-stage restorer: the full cloud-removal network."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .blocks import OpacityNet
+
+STRATEGIES: tuple[str, ...] = ("single", "multistage", "iterative", "thin_to_thick", "outside_in")
+"""Strategy names, selectable at build time and (for same-weight strategies) at inference."""
+
+
+class CloudRemovalNet(nn.Module):
+    """A restorer (one stage) run under a progressive strategy; the object users and the engine call.
+
+    Strategies (see docs/MODEL.md):
+      - ``single``: one pass.
+      - ``multistage``: ``stages`` restorers with their own weights, each refining the previous output.
+      - ``iterative``: one restorer applied ``stages`` times, its output fed back as the optical input.
+      - ``thin_to_thick``: an opacity net estimates cloud opacity ``a`` and a learned per-band cloud
+        colour ``A``; thin cloud is inverted physically, ``(x - a A) / (1 - a)`` with ``a`` capped, then
+        a restorer fills what stays (thick cloud) guided by ``a``.
+      - ``outside_in``: cloud regions are filled from their borders inward in ``stages`` rings
+        (dilation of the clear area by ``ring_px`` per ring); each ring is predicted from the image
+        where the previous rings are already restored.
+
+    Args:
+        make_restorer: builds one stage ``restorer(x, guidance, sar_ctx) -> x_restored``.
+        sar_encoder: shared SAR feature extractor, or None (raw S1 or no SAR passed as context).
+        strategy: one of STRATEGIES.
+        stages: number of stages / iterations / rings (ignored for single and thin_to_thick).
+        bands: S2 bands.
+        pad_multiple: inputs are reflect-padded to a multiple of this and cropped back.
+        ring_px: outside-in ring width in pixels.
+        pass_raw_sar: give the raw S1 tensor as context (channel-concatenation restorers).
+    """
+
+    def __init__(
+        self,
+        make_restorer: Callable[[], nn.Module],
+        sar_encoder: nn.Module | None,
+        strategy: str = "single",
+        stages: int = 2,
+        bands: int = 13,
+        pad_multiple: int = 8,
+        ring_px: int = 24,
+        pass_raw_sar: bool = False,
+    ) -> None:
+        super().__init__()
+        if strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+        self.strategy, self.stages, self.bands = strategy, max(1, stages), bands
+        self.pad_multiple, self.ring_px, self.pass_raw_sar = pad_multiple, ring_px, pass_raw_sar
+        n_restorers = self.stages if strategy == "multistage" else 1
+        self.restorers = nn.ModuleList(make_restorer() for _ in range(n_restorers))
+        self.sar_encoder = sar_encoder
+        self.opacity = OpacityNet(bands)
+        self.cloud_colour = nn.Parameter(torch.full((1, bands, 1, 1), 0.35))
+
+    # ---- helpers -------------------------------------------------------------------------------
+    def _pad(self, t: torch.Tensor, mode: str = "reflect") -> torch.Tensor:
+        m = self.pad_multiple
+        h, w = t.shape[-2:]
+        ph, pw = (-h) % m, (-w) % m
+        if ph == 0 and pw == 0:
+            return t
+        if mode == "reflect" and (ph >= h or pw >= w):
+            mode = "replicate"
+        return F.pad(t, (0, pw, 0, ph), mode=mode)
+
+    def _sar_ctx(self, s1: torch.Tensor) -> Any:
+        if self.sar_encoder is not None:
+            return self.sar_encoder(s1)
+        return s1 if self.pass_raw_sar else None
+
+    # ---- forward -------------------------------------------------------------------------------
+    def forward_train(
+        self, s2: torch.Tensor, s1: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> dict[str, Any]:
+        """Run the strategy and keep every intermediate.
+
+        Args:
+            s2: cloudy optical (B, bands, H, W), 0-1 reflectance.
+            s1: SAR (B, 2, H, W), 0-1 (normalised dB); zeros when SAR is missing.
+            mask: optional cloud mask/opacity (B, 1, H, W) in [0, 1]; estimated when None.
+
+        Returns:
+            dict with ``stages`` (list of (B, bands, H, W), the last is the output) and
+            ``opacity_logits`` (B, 1, H, W) of the opacity net.
+        """
+        h, w = s2.shape[-2:]
+        x0 = self._pad(s2)
+        sar = self._pad(s1)
+        logits = self.opacity.logits(x0)
+        est = torch.sigmoid(logits)
+        guide = self._pad(mask, "replicate") if mask is not None else est
+        ctx = self._sar_ctx(sar)
+        stages: list[torch.Tensor] = []
+        s = self.strategy
+        if s == "single":
+            stages.append(self.restorers[0](x0, guide, ctx))
+        elif s in ("multistage", "iterative"):
+            x = x0
+            for k in range(self.stages):
+                net = self.restorers[k] if s == "multistage" else self.restorers[0]
+                x = net(x, guide, ctx)
+                stages.append(x)
+        elif s == "thin_to_thick":
+            a = torch.clamp(est, 0.0, 0.7)
+            colour = torch.clamp(self.cloud_colour, 0.0, 1.0)
+            thin_free = torch.clamp((x0 - a * colour) / (1.0 - a), 0.0, 1.5)
+            stages.append(thin_free)
+            stages.append(self.restorers[0](thin_free, est, ctx))
+        else:  # outside_in
+            cloud = guide
+            clear = 1.0 - cloud
+            filled = torch.zeros_like(cloud)
+            x = x0
+            for k in range(self.stages):
+                if k == self.stages - 1:
+                    reach = torch.ones_like(cloud)
+                else:
+                    r = self.ring_px * (k + 1)
+                    reach = F.max_pool2d(clear, kernel_size=2 * r + 1, stride=1, padding=r)
+                ring = torch.clamp(reach * cloud - filled, 0.0, 1.0)
+                y = self.restorers[0](x, cloud - filled, ctx)
+                x = x * (1.0 - ring) + y * ring
+                filled = filled + ring
+                stages.append(x)
+        stages = [t[..., :h, :w] for t in stages]
+        return {"stages": stages, "opacity_logits": logits[..., :h, :w]}
+
+    def forward_stages(self, s2: torch.Tensor, s1: torch.Tensor, mask: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Outputs of every stage (B, bands, H, W); the last one is the restored image."""
+        return list(self.forward_train(s2, s1, mask)["stages"])
+
+    def forward(self, s2: torch.Tensor, s1: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Restore: s2 (B, bands, H, W) 0-1, s1 (B, 2, H, W) 0-1, optional mask -> (B, bands, H, W) 0-1 (unclamped)."""
+        return self.forward_train(s2, s1, mask)["stages"][-1]
+
+    def set_strategy(self, strategy: str) -> None:
+        """Switch strategy at inference where the weights allow it (not to/from multistage)."""
+        if strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+        if (strategy == "multistage") != (self.strategy == "multistage") and len(self.restorers) != self.stages:
+            raise ValueError(
+                f"this model was trained as {self.strategy!r}; 'multistage' needs its own per-stage weights"
+            )
+        self.strategy = strategy
