@@ -1,0 +1,49 @@
+# Two commands for a new user: `make demo` and `make test` (both run `make setup` first).
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+export QT_QPA_PLATFORM ?= offscreen
+
+.PHONY: setup test test-core test-qgis demo lint typecheck check install-plugin package screenshot bench train-bundled clean
+
+setup:  ## install Debian QGIS/GDAL packages and the pinned .venv (idempotent, no-op when done)
+	@./scripts/setup.sh
+
+test: setup  ## the whole suite (core + QGIS via pytest-qgis), headless
+	$(PY) -m pytest -q
+
+test-core: setup
+	$(PY) -m pytest -q tests/core
+
+test-qgis: setup
+	$(PY) -m pytest -q tests/qgis
+
+demo: setup  ## restore a real cloudy scene with the bundled model through qgis_process; writes demo-output/
+	./scripts/demo.sh
+
+lint: setup
+	$(VENV)/bin/ruff check core mmcanet_qgis tests bench scripts
+
+typecheck: setup
+	$(VENV)/bin/mypy
+
+check: lint typecheck
+
+install-plugin: setup  ## install the plugin + its dependencies into the current user's QGIS profile
+	./scripts/install_plugin.sh
+
+package: setup  ## build dist/mmcanet_qgis.zip for QGIS "Install from ZIP"
+	$(PY) scripts/package_plugin.py --out dist
+
+screenshot: setup  ## docs/screenshot.png: the dock in a real QGIS window under Xvfb
+	./scripts/screenshot.sh
+
+bench: setup  ## model speed/compute table (bench/bench_models.py) and engine benchmark
+	$(PY) bench/bench_models.py
+	$(PY) bench/bench_engine.py
+
+train-bundled: setup  ## retrain the bundled model exactly as shipped (CPU, hours)
+	$(VENV)/bin/mmcanet train --config configs/bundled.toml
+
+clean:
+	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache demo-output

@@ -1,0 +1,211 @@
+"""Training configuration: one dataclass whose fields and defaults are the documented schema (TOML/YAML)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+DATA_KINDS: tuple[str, ...] = ("auto", "triplets", "pairs", "sen12mscr", "simulated", "bigearthnet")
+"""Data source kinds: triplets = {id}_s1/_s2_cloudy/_s2_cloudfree[/_cloudmask].tif folders;
+pairs = *_s2_cloudy.tif / *_s2_cloudfree.tif without SAR; sen12mscr = official layout (train split);
+simulated = the clear images of a triplet/pairs/georef folder with our simulated clouds;
+bigearthnet = BigEarthNet-MM S1/S2 band folders (clear, Level-2A) with simulated clouds."""
+
+
+@dataclass
+class DataSource:
+    """One training/validation data source.
+
+    Args:
+        path: folder.
+        kind: one of DATA_KINDS ("auto" detects triplets / pairs / sen12mscr from the file names).
+        include: ids (file stems before the suffix) to use; empty = all.
+        exclude: ids to leave out (e.g. held-out validation ids).
+        repeat: how many times each image is drawn per epoch (weights small real sets up).
+    """
+
+    path: str
+    kind: str = "auto"
+    include: list[str] = field(default_factory=list)
+    exclude: list[str] = field(default_factory=list)
+    repeat: int = 1
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; every field has a default (see docs/TRAINING.md).
+
+    Args:
+        data: training sources (folder paths or DataSource tables).
+        val: validation sources (never trained on); metrics reported per epoch and in the model card.
+        arch: architecture (mmcanet, mmcanet_optical, dsen2cr).
+        strategy: progressive strategy (single, multistage, iterative, thin_to_thick, outside_in).
+        model: architecture overrides (e.g. {"widths": [16, 32, 64, 96], "stages": 2}).
+        epochs: passes over the training sources.
+        max_steps: stop after this many optimiser steps (0 = no limit); a fixed budget for comparisons.
+        batch_size: samples per step (per process under torchrun).
+        crop: random crop side in px for training (multiple of 8).
+        lr: peak AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        warmup_steps: linear warm-up steps before the cosine decay.
+        loss_l1, loss_carl, loss_ssim, loss_sam, loss_opacity: loss term weights.
+        stage_decay: weight of stage k is stage_decay ** (K - 1 - k) (deep supervision of progressive stages).
+        curriculum: for simulated clouds, grow cloud thickness from thin to thick over the first half.
+        sar_dropout: probability of zeroing SAR in a sample (teaches the model to work without SAR).
+        seed: global seed (data order, crops, augmentation, simulated clouds, init).
+        device: auto, cpu or cuda.
+        amp: bfloat16 autocast on CUDA.
+        threads: torch CPU threads (0 = torch default).
+        checkpoint_every: steps between checkpoints (also written at the end and on cancel).
+        log_every: steps between metrics.csv rows / log lines.
+        run_dir: folder for checkpoints, metrics.csv, curves.png.
+        output: final model file (.safetensors).
+        name: model name written into the card.
+        tile_size, overlap: inference defaults written into the card.
+        resume: continue from run_dir/checkpoint.pt when present.
+    """
+
+    data: list[DataSource] = field(default_factory=list)
+    val: list[DataSource] = field(default_factory=list)
+    arch: str = "mmcanet"
+    strategy: str = "single"
+    model: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 10
+    max_steps: int = 0
+    batch_size: int = 4
+    crop: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 50
+    loss_l1: float = 1.0
+    loss_carl: float = 0.5
+    loss_ssim: float = 0.2
+    loss_sam: float = 0.05
+    loss_opacity: float = 0.1
+    stage_decay: float = 0.5
+    curriculum: bool = True
+    sar_dropout: float = 0.1
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    threads: int = 0
+    checkpoint_every: int = 100
+    log_every: int = 10
+    run_dir: str = "runs/default"
+    output: str = "runs/default/model.safetensors"
+    name: str = "mmcanet"
+    tile_size: int = 256
+    overlap: int = 32
+    resume: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _source(item: Any, where: str, base: Path) -> DataSource:
+    if isinstance(item, (str, os.PathLike)):
+        item = {"path": str(item)}
+    if not isinstance(item, dict):
+        raise ConfigError(f"{where}: expected a folder path or a table, got {type(item).__name__}")
+    known = {f.name for f in fields(DataSource)}
+    unknown = set(item) - known
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
+    if "path" not in item:
+        raise ConfigError(f"{where}: 'path' is required")
+    src = DataSource(**item)
+    if src.kind not in DATA_KINDS:
+        raise ConfigError(f"{where}: kind {src.kind!r} unknown; choose one of {', '.join(DATA_KINDS)}")
+    p = Path(os.path.expanduser(src.path))
+    src.path = str(p if p.is_absolute() else (base / p))
+    return src
+
+
+def config_from_dict(d: dict[str, Any], base: Path | None = None, source: str = "config") -> TrainConfig:
+    """Validate a plain dict (unknown keys are errors naming the key) into a TrainConfig."""
+    base = base or Path.cwd()
+    known = {f.name: f for f in fields(TrainConfig)}
+    unknown = set(d) - set(known)
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) {', '.join(sorted(unknown))}; known keys: {', '.join(sorted(known))}")
+    kwargs: dict[str, Any] = {}
+    for key, value in d.items():
+        if key in ("data", "val"):
+            if not isinstance(value, list):
+                value = [value]
+            kwargs[key] = [_source(v, f"{source}: {key}[{i}]", base) for i, v in enumerate(value)]
+            continue
+        default = getattr(TrainConfig(), key)
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise ConfigError(f"{source}: {key} must be true or false, got {value!r}")
+        elif isinstance(default, int):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{source}: {key} must be an integer, got {value!r}")
+        elif isinstance(default, float):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"{source}: {key} must be a number, got {value!r}")
+            value = float(value)
+        elif isinstance(default, str):
+            if not isinstance(value, str):
+                raise ConfigError(f"{source}: {key} must be a string, got {value!r}")
+        elif isinstance(default, dict) and not isinstance(value, dict):
+            raise ConfigError(f"{source}: {key} must be a table, got {value!r}")
+        kwargs[key] = value
+    cfg = TrainConfig(**kwargs)
+    for key in ("run_dir", "output"):
+        p = Path(os.path.expanduser(getattr(cfg, key)))
+        setattr(cfg, key, str(p if p.is_absolute() else base / p))
+    _check(cfg, source)
+    return cfg
+
+
+def _check(cfg: TrainConfig, source: str) -> None:
+    from .models import ARCHITECTURES, STRATEGIES, model_config
+
+    if cfg.arch not in ARCHITECTURES:
+        raise ConfigError(f"{source}: arch {cfg.arch!r} unknown; choose one of {', '.join(ARCHITECTURES)}")
+    if cfg.strategy not in STRATEGIES:
+        raise ConfigError(f"{source}: strategy {cfg.strategy!r} unknown; choose one of {', '.join(STRATEGIES)}")
+    try:
+        model_config(cfg.arch, **cfg.model)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: model: {exc}") from None
+    if cfg.device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"{source}: device must be auto, cpu or cuda, got {cfg.device!r}")
+    if cfg.crop % 8 or cfg.crop < 16:
+        raise ConfigError(f"{source}: crop must be a multiple of 8 and >= 16, got {cfg.crop}")
+    for key in ("epochs", "batch_size", "checkpoint_every", "log_every"):
+        if getattr(cfg, key) < 1:
+            raise ConfigError(f"{source}: {key} must be >= 1")
+
+
+def load_config(path: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Read a TOML (.toml) or YAML (.yaml/.yml) file; relative paths resolve against its folder."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    text = p.read_text(encoding="utf-8")
+    try:
+        if p.suffix.lower() == ".toml":
+            import tomllib
+
+            d = tomllib.loads(text)
+        elif p.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            d = yaml.safe_load(text) or {}
+        else:
+            raise ConfigError(f"{p}: use a .toml or .yaml file")
+    except ConfigError:
+        raise
+    except Exception as exc:  # parser errors carry line numbers
+        raise ConfigError(f"{p}: cannot parse ({exc})") from None
+    if not isinstance(d, dict):
+        raise ConfigError(f"{p}: the top level must be a table/mapping")
+    d.update(overrides or {})
+    return config_from_dict(d, p.parent.resolve(), str(p))

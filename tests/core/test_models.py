@@ -1,0 +1,101 @@
+"""Shape, gradient and strategy tests of the model family on random tensors (small widths for speed)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mmcanet.complexity import count_macs, count_params
+from mmcanet.models import ARCHITECTURES, STRATEGIES, build_model, model_config
+
+SMALL = {"mmcanet": {"widths": [8, 16, 16, 16], "heads": 2, "window": 4},
+         "mmcanet_optical": {"widths": [8, 16, 16, 16], "heads": 2, "window": 4},
+         "dsen2cr": {"width": 16, "depth": 2}}
+
+
+def _inputs(b: int = 1, h: int = 37, w: int = 53, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(b, 13, h, w, generator=g), torch.rand(b, 2, h, w, generator=g)
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_any_size_shapes_and_finite(arch: str, strategy: str) -> None:
+    torch.manual_seed(0)
+    model = build_model(arch, strategy, **SMALL[arch]).eval()
+    for h, w in [(37, 53), (8, 8), (1, 5)]:
+        s2, s1 = _inputs(2, h, w)
+        with torch.no_grad():
+            out = model(s2, s1)
+            stages = model.forward_stages(s2, s1, torch.ones(2, 1, h, w))
+        assert out.shape == (2, 13, h, w)
+        assert torch.isfinite(out).all()
+        assert all(s.shape == (2, 13, h, w) for s in stages)
+
+
+def test_gradients_reach_both_encoders() -> None:
+    torch.manual_seed(0)
+    model = build_model("mmcanet", "single", **SMALL["mmcanet"])
+    s2, s1 = _inputs(1, 32, 32)
+    model(s2, s1).abs().mean().backward()
+    sar = [p.grad for n, p in model.named_parameters() if n.startswith("sar_encoder")]
+    opt = [p.grad for n, p in model.named_parameters() if ".opt_encoder." in n]
+    assert sar and opt
+    assert all(g is not None and g.abs().sum() > 0 for g in sar)
+    assert all(g is not None and g.abs().sum() > 0 for g in opt)
+
+
+def test_sar_changes_the_output_only_with_fusion() -> None:
+    torch.manual_seed(0)
+    s2, s1 = _inputs(1, 32, 32)
+    for arch, expect_change in [("mmcanet", True), ("mmcanet_optical", False)]:
+        model = build_model(arch, "single", **SMALL[arch]).eval()
+        with torch.no_grad():
+            d = (model(s2, s1) - model(s2, torch.zeros_like(s1))).abs().max()
+        assert (d > 1e-6) == expect_change, arch
+
+
+def test_strategies_compute_different_things() -> None:
+    s2, s1 = _inputs(1, 32, 32)
+    outs = {}
+    for strategy in STRATEGIES:
+        torch.manual_seed(0)  # identical initial weights for the shared parts
+        model = build_model("mmcanet", strategy, **SMALL["mmcanet"]).eval()
+        with torch.no_grad():
+            outs[strategy] = model(s2, s1)
+    names = list(outs)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            assert not torch.allclose(outs[a], outs[b], atol=1e-5), (a, b)
+
+
+def test_outside_in_keeps_clear_pixels_and_fills_cloud() -> None:
+    torch.manual_seed(0)
+    model = build_model("mmcanet", "outside_in", **SMALL["mmcanet"], stages=3, ring_px=4).eval()
+    s2, s1 = _inputs(1, 32, 32)
+    mask = torch.zeros(1, 1, 32, 32)
+    mask[..., 8:24, 8:24] = 1
+    with torch.no_grad():
+        stages = model.forward_stages(s2, s1, mask)
+    clear = mask == 0
+    assert torch.equal(stages[-1].masked_select(clear.expand_as(s2)), s2.masked_select(clear.expand_as(s2)))
+    # the first ring changes only pixels near the border of the cloud, the last one the centre too
+    first_changed = (stages[0] - s2).abs().sum(1, keepdim=True) > 0
+    assert first_changed[..., 8, 8] and not first_changed[..., 16, 16]
+    assert ((stages[-1] - s2).abs().sum(1) > 0)[0, 16, 16]
+
+
+def test_unknown_names_and_options_are_rejected() -> None:
+    with pytest.raises(ValueError, match="unknown strategy"):
+        build_model("mmcanet", "nope")
+    with pytest.raises(ValueError, match="unknown architecture"):
+        build_model("unet", "single")
+    with pytest.raises(ValueError, match="unknown option"):
+        model_config("mmcanet", depth=3)
+
+
+def test_default_compute_is_within_a_tenth_of_dsen2cr() -> None:
+    model = build_model("mmcanet", "single")
+    macs = count_macs(model, 256, 256)
+    assert macs <= 124e9
+    assert count_params(model) < 5_000_000
