@@ -1,0 +1,27 @@
+"""Clouds: rule-based detection (Level-1C cloud / shadow masks) and simulation on clear images.
+
+Names are imported lazily so that ``python -m mmcanet.clouds.simulate`` runs cleanly.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS: dict[str, str] = {
+    "CloudMasks": "detect",
+    "detect_clouds": "detect",
+    "detect_clouds_from_bands": "detect",
+    "CLOUD_BRIGHTNESS": "simulate",
+    "SimulatedClouds": "simulate",
+    "fit_cloud_brightness": "simulate",
+    "simulate_clouds": "simulate",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
