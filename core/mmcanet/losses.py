@@ -61,20 +61,20 @@ def restoration_loss(
         (scalar loss, dict of the unweighted terms as floats).
     """
     l1 = (pred - target).abs().mean()
-    terms = {"l1": float(l1)}
+    terms = {"l1": float(l1.detach())}
     loss = w_l1 * l1
     if w_carl:
         carl = (mask * (pred - target).abs() + (1 - mask) * (pred - cloudy).abs()).mean() + l1
         loss = loss + w_carl * carl
-        terms["carl"] = float(carl)
+        terms["carl"] = float(carl.detach())
     if w_ssim:
         s = 1.0 - ssim_map(pred, target).mean()
         loss = loss + w_ssim * s
-        terms["ssim"] = float(s)
+        terms["ssim"] = float(s.detach())
     if w_sam:
         a = sam_loss(pred, target)
         loss = loss + w_sam * a
-        terms["sam"] = float(a)
+        terms["sam"] = float(a.detach())
     return loss, terms
 
 

@@ -1,0 +1,131 @@
+"""Training: config validation, exact resume after an interruption, DDP replicas on 2 gloo processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from osgeo import gdal
+
+from mmcanet.config import config_from_dict, load_config
+from mmcanet.errors import CancelledError, ConfigError
+from mmcanet.modelfile import load_model
+from mmcanet.training import train
+
+TINY_MODEL = {"widths": [8, 8, 16, 16], "heads": 2, "window": 4}
+
+
+def _write(path: Path, arr: np.ndarray, dtype: int) -> None:
+    ds = gdal.GetDriverByName("GTiff").Create(str(path), arr.shape[2], arr.shape[1], arr.shape[0], dtype)
+    for i in range(arr.shape[0]):
+        ds.GetRasterBand(i + 1).WriteArray(arr[i])
+    ds = None
+
+
+@pytest.fixture()
+def triplet_dir(tmp_path: Path) -> Path:
+    """Three small triplets t0..t2 in the shared-triplet layout: a smooth scene, clouds on half of it."""
+    root = tmp_path / "triplets"
+    root.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(3):
+        clear = (rng.random((13, 1, 1)) * 3000 + 500 + rng.normal(0, 200, (13, 40, 40))).clip(0, 10000)
+        cloudy = clear.copy()
+        cloudy[:, :20] = 7000
+        s1 = rng.normal(-12, 3, (2, 40, 40)).astype(np.float32)
+        _write(root / f"t{i}_s2_cloudfree.tif", clear.astype(np.uint16), gdal.GDT_UInt16)
+        _write(root / f"t{i}_s2_cloudy.tif", cloudy.astype(np.uint16), gdal.GDT_UInt16)
+        _write(root / f"t{i}_s1.tif", s1, gdal.GDT_Float32)
+    return root
+
+
+def _cfg(tmp_path: Path, data: Path, **kw: object) -> dict[str, object]:
+    d: dict[str, object] = {
+        "data": [str(data), {"path": str(data), "kind": "simulated"}],
+        "val": [{"path": str(data), "include": ["t0"]}],
+        "model": TINY_MODEL, "epochs": 2, "batch_size": 2, "crop": 32, "lr": 1e-3, "warmup_steps": 2,
+        "checkpoint_every": 2, "log_every": 1, "run_dir": str(tmp_path / "run"),
+        "output": str(tmp_path / "run" / "m.safetensors"), "device": "cpu", "threads": 1, "seed": 5,
+    }
+    d.update(kw)
+    return d
+
+
+def test_unknown_keys_and_bad_values_are_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown key.*lrate"):
+        config_from_dict({"lrate": 1})
+    with pytest.raises(ConfigError, match="batch_size must be an integer"):
+        config_from_dict({"batch_size": "8"})
+    with pytest.raises(ConfigError, match="strategy 'zigzag' unknown"):
+        config_from_dict({"strategy": "zigzag"})
+    with pytest.raises(ConfigError, match=r"data\[0\]: unknown key"):
+        config_from_dict({"data": [{"path": "x", "folder": "y"}]})
+    bad = tmp_path / "c.toml"
+    bad.write_text("epochs = [\n")
+    with pytest.raises(ConfigError, match="cannot parse"):
+        load_config(bad)
+
+
+def test_empty_data_folder_fails_before_training(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    cfg = config_from_dict(_cfg(tmp_path, tmp_path / "empty"))
+    with pytest.raises(Exception, match="empty"):
+        train(cfg)
+
+
+def test_resume_after_interruption_matches_uninterrupted_run(tmp_path: Path, triplet_dir: Path) -> None:
+    full = train(config_from_dict(_cfg(tmp_path / "a", triplet_dir)))
+    calls = {"n": 0}
+
+    def cancel_after_3() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 3
+
+    part = config_from_dict(_cfg(tmp_path / "b", triplet_dir))
+    with pytest.raises(CancelledError):
+        train(part, is_canceled=cancel_after_3)
+    assert (tmp_path / "b" / "run" / "checkpoint.pt").is_file()
+    resumed = train(config_from_dict(_cfg(tmp_path / "b", triplet_dir, resume=True)))
+    assert resumed.steps == full.steps
+    m1, _ = load_model(full.model_path)
+    m2, card = load_model(resumed.model_path)
+    for (n1, p1), (_, p2) in zip(m1.state_dict().items(), m2.state_dict().items()):
+        assert torch.equal(p1, p2), n1
+    assert card.metrics["heldout"]["n_images"] == 1
+    assert (tmp_path / "b" / "run" / "metrics.csv").read_text().count("\n") > full.steps // 2
+
+
+@pytest.mark.slow
+def test_torchrun_two_gloo_processes_keep_replicas_identical(tmp_path: Path, triplet_dir: Path) -> None:
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps(_cfg(tmp_path, triplet_dir, epochs=1, val=[])))
+    script = tmp_path / "ddp.py"
+    # the training module exposes the trained replica through a hook for this check
+    script.write_text(
+        "import json, sys, hashlib, torch, torch.distributed as dist\n"
+        "from mmcanet.config import config_from_dict\n"
+        "from mmcanet import training\n"
+        "cfg = config_from_dict(json.load(open(sys.argv[1])))\n"
+        "res = training.train(cfg, keep_process_group=True)\n"
+        "h = hashlib.sha256(b''.join(p.detach().numpy().tobytes() for p in res.model.parameters())).hexdigest()\n"
+        "out = [None, None]\n"
+        "dist.all_gather_object(out, h)\n"
+        "dist.destroy_process_group()\n"
+        "print('HASHES', out[0], out[1], res.steps)\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script), str(cfg)],
+        capture_output=True, text=True, timeout=300, env=env, cwd=Path(__file__).resolve().parents[2],
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("HASHES")][0]
+    _, h0, h1, steps = line.split()
+    assert h0 == h1
+    assert int(steps) >= 1
