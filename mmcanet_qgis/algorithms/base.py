@@ -1,0 +1,163 @@
+"""What every MMCANet Processing algorithm shares: tr(), input paths, feedback callables, core errors.
+
+Algorithms stay thin: read parameters, call one core function with plain values and the callables from
+``core_callbacks``, inside ``core_errors()`` which turns the core's errors (and a missing torch) into
+``QgsProcessingException`` with a message a person can act on. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from qgis.core import (
+    Qgis,
+    QgsProcessingAlgorithm,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingParameterDefinition,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+)
+from qgis.PyQt.QtCore import QCoreApplication
+
+from .. import dependencies
+
+# One place for the choices that must be known when the provider loads, before (and without) torch.
+# They mirror mmcanet.models.STRATEGIES / ARCHITECTURES, which import torch; tests/qgis/test_provider.py
+# checks that both lists agree.
+STRATEGIES: tuple[str, ...] = ("single", "multistage", "iterative", "thin_to_thick", "outside_in")
+ARCHITECTURES: tuple[str, ...] = ("mmcanet", "mmcanet_optical", "dsen2cr")
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+MODEL_FILTER = "MMCANet model (*.safetensors)"
+
+# QGIS >= 3.36 moved these enums into Qgis; QGIS 4 drops the old spellings. Use whichever exists.
+ADVANCED = getattr(getattr(Qgis, "ProcessingParameterFlag", None), "Advanced", None) or \
+    QgsProcessingParameterDefinition.FlagAdvanced
+INTEGER = getattr(getattr(Qgis, "ProcessingNumberParameterType", None), "Integer", None) or \
+    QgsProcessingParameterNumber.Integer
+DOUBLE = getattr(getattr(Qgis, "ProcessingNumberParameterType", None), "Double", None) or \
+    QgsProcessingParameterNumber.Double
+FOLDER = getattr(getattr(Qgis, "ProcessingFileParameterBehavior", None), "Folder", None) or \
+    QgsProcessingParameterFile.Folder
+FILE = getattr(getattr(Qgis, "ProcessingFileParameterBehavior", None), "File", None) or \
+    QgsProcessingParameterFile.File
+
+_DEPENDENCIES = frozenset({"torch", "safetensors", "tqdm"})
+_ICON = Path(__file__).resolve().parent.parent / "icons" / "mmcanet.svg"
+
+
+def tr(text: str) -> str:
+    """Translate a user-visible string in the plugin's context."""
+    return QCoreApplication.translate("MMCANet", text)
+
+
+def advanced(param: QgsProcessingParameterDefinition) -> QgsProcessingParameterDefinition:
+    """Flag ``param`` as an expert option (shown under 'Advanced Parameters')."""
+    param.setFlags(param.flags() | ADVANCED)
+    return param
+
+
+def missing_dependency_message(module: str) -> str:
+    """What to do when ``module`` (torch, safetensors, tqdm) cannot be imported in QGIS's Python."""
+    return tr(
+        "{module} is not installed for QGIS's Python, and MMCANet needs it. Install PyTorch, safetensors "
+        "and tqdm into the plugin's private folder with this command (CPU wheels; add --torch cuda for an "
+        "NVIDIA GPU), then restart QGIS:\n{command}\nDetails: docs/QGIS.md, section 'Installing PyTorch'."
+    ).format(module=module, command=dependencies.install_hint())
+
+
+@contextmanager
+def core_errors() -> Iterator[None]:
+    """Turn errors of a core call into QgsProcessingException with a message a user can act on.
+
+    MMCANetError (bad input, model file, cancelled) keeps the core's message, which names the input; a
+    missing torch / safetensors / tqdm explains how to install it; a missing core library says to
+    reinstall the plugin. Anything else is a bug and propagates with its traceback.
+    """
+    try:
+        from mmcanet.errors import MMCANetError
+    except ModuleNotFoundError as exc:
+        raise QgsProcessingException(
+            tr("The MMCANet core library (Python package 'mmcanet') cannot be imported ({exc}). Reinstall the "
+               "plugin from its ZIP file, or install the package into QGIS's Python.").format(exc=exc)
+        ) from exc
+    try:
+        yield
+    except MMCANetError as exc:
+        raise QgsProcessingException(str(exc)) from exc
+    except ModuleNotFoundError as exc:
+        top = (exc.name or "").split(".")[0]
+        if top in _DEPENDENCIES:
+            raise QgsProcessingException(missing_dependency_message(top)) from exc
+        raise
+
+
+def core_callbacks(feedback: QgsProcessingFeedback | None) -> dict[str, Callable[..., Any]]:
+    """``progress``, ``is_canceled`` and ``log`` keyword arguments of a core call, bound to ``feedback``."""
+    fb = feedback or QgsProcessingFeedback()
+    return {
+        "progress": lambda fraction: fb.setProgress(100.0 * float(fraction)),
+        "is_canceled": fb.isCanceled,
+        "log": fb.pushInfo,
+    }
+
+
+class MMCANetAlgorithm(QgsProcessingAlgorithm):
+    """Base of the provider's algorithms: name/group plumbing, translation and raster inputs."""
+
+    def tr(self, text: str) -> str:  # noqa: D102 - Processing API
+        return tr(text)
+
+    def createInstance(self) -> QgsProcessingAlgorithm:  # noqa: N802, D102
+        return type(self)()
+
+    def icon(self):  # noqa: ANN201, D102
+        from qgis.PyQt.QtGui import QIcon
+
+        return QIcon(str(_ICON))
+
+    def raster_path(
+        self,
+        parameters: dict[str, Any],
+        name: str,
+        context: QgsProcessingContext,
+        optional: bool = False,
+    ) -> str | None:
+        """File (GDAL dataset name) behind the raster layer parameter ``name``.
+
+        Raises QgsProcessingException when the layer cannot be loaded or is not read by GDAL (a WMS,
+        a virtual raster of the raster calculator, ...): the core reads files with GDAL only.
+        """
+        layer = self.parameterAsRasterLayer(parameters, name, context)
+        if layer is None:
+            if optional and not parameters.get(name):
+                return None
+            raise QgsProcessingException(self.invalidRasterError(parameters, name))
+        if layer.providerType() != "gdal":
+            raise QgsProcessingException(
+                self.tr("{param}: layer '{layer}' comes from the '{provider}' data provider; MMCANet reads "
+                        "raster files through GDAL only. Save it as a GeoTIFF first (right-click the layer, "
+                        "Export > Save As...).").format(
+                    param=self.parameterDefinition(name).description(), layer=layer.name(),
+                    provider=layer.providerType())
+            )
+        return layer.source()
+
+    def output_path(self, parameters: dict[str, Any], name: str, context: QgsProcessingContext) -> str | None:
+        """Destination file of the output parameter ``name``; None when an optional output is skipped."""
+        if isinstance(self.parameterDefinition(name), QgsProcessingParameterRasterDestination):
+            path = self.parameterAsOutputLayer(parameters, name, context)
+        else:
+            path = self.parameterAsFileOutput(parameters, name, context)
+        return path or None
+
+
+def device_parameter(name: str, description: str) -> QgsProcessingParameterEnum:
+    """DEVICE: auto (CUDA when available, else CPU), cpu or cuda."""
+    return QgsProcessingParameterEnum(name, description, options=list(DEVICES), defaultValue=0)

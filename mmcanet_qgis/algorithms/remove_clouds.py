@@ -1,0 +1,156 @@
+"""mmcanet:remove_clouds: restore the cloudy parts of a Sentinel-2 scene with Sentinel-1 SAR."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qgis.core import (
+    QgsProcessingContext,
+    QgsProcessingFeedback,
+    QgsProcessingParameterBoolean,
+    QgsProcessingParameterEnum,
+    QgsProcessingParameterFile,
+    QgsProcessingParameterNumber,
+    QgsProcessingParameterRasterDestination,
+    QgsProcessingParameterRasterLayer,
+)
+
+from .base import (
+    DEVICES,
+    FILE,
+    INTEGER,
+    MODEL_FILTER,
+    STRATEGIES,
+    MMCANetAlgorithm,
+    advanced,
+    core_callbacks,
+    core_errors,
+    device_parameter,
+    tr,
+)
+from .styling import style_on_load
+
+MODEL_DEFAULT_STRATEGY = "model default"
+
+
+def bundled_model() -> str | None:
+    """Path of the bundled model file when it exists (read without torch), else None."""
+    try:
+        from mmcanet.modelfile import default_model_path
+    except ImportError:
+        return None
+    path = default_model_path()
+    return str(path) if path.is_file() else None
+
+
+class RemoveCloudsAlgorithm(MMCANetAlgorithm):
+    """Parameters -> mmcanet.engine.RestoreOptions -> mmcanet.engine.restore_scene."""
+
+    SAR = "SAR"
+    OPTICAL = "OPTICAL"
+    CLOUD_MASK = "CLOUD_MASK"
+    MODEL = "MODEL"
+    STRATEGY = "STRATEGY"
+    DEVICE = "DEVICE"
+    KEEP_CLEAR = "KEEP_CLEAR"
+    TILE_SIZE = "TILE_SIZE"
+    OVERLAP = "OVERLAP"
+    BATCH_SIZE = "BATCH_SIZE"
+    OUTPUT = "OUTPUT"
+    MASK_OUTPUT = "MASK_OUTPUT"
+    CONFIDENCE_OUTPUT = "CONFIDENCE_OUTPUT"
+
+    def name(self) -> str:  # noqa: D102
+        return "remove_clouds"
+
+    def displayName(self) -> str:  # noqa: N802, D102
+        return tr("Remove clouds (Sentinel-1 + Sentinel-2)")
+
+    def group(self) -> str:  # noqa: D102
+        return tr("Cloud removal")
+
+    def groupId(self) -> str:  # noqa: N802, D102
+        return "cloud_removal"
+
+    def shortHelpString(self) -> str:  # noqa: N802, D102
+        return tr(
+            "Replaces clouds and cloud shadows in a Sentinel-2 Level-1C scene with what a trained network "
+            "infers from the cloudy image and a Sentinel-1 SAR image of the same area (SAR sees through clouds).\n\n"
+            "Sentinel-1 SAR: 2 bands VV, VH (dB, or linear power, detected automatically), any grid: "
+            "it is reprojected onto the optical grid. Acquired as close in time to the optical image as possible.\n"
+            "Cloudy Sentinel-2: 13 bands B1..B12 with B8A (Level-1C order), digital numbers = "
+            "reflectance x 10000. Only the area covered by both images is restored; the rest is nodata.\n"
+            "Cloud mask (optional): 1 band, 1 (or >0) = cloud. Without it, clouds are detected.\n"
+            "Model file: a .safetensors model; empty = the model bundled with the plugin.\n"
+            "Strategy: progressive restoration strategy; 'model default' uses the one the model was "
+            "trained with.\n"
+            "Keep clear pixels: copy the input where the mask says clear, so only clouds change.\n"
+            "Device: auto uses an NVIDIA GPU when PyTorch sees one, else the CPU.\n\n"
+            "Output: a 13-band GeoTIFF (same grid, CRS and data type as the optical input), shown in true "
+            "colour (B4, B3, B2). Optional: the cloud mask that was used and a per-pixel confidence layer.\n"
+            "Advanced: tile size / overlap in pixels (default: the model card's), batch size (tiles per step; "
+            "lower it if memory runs out)."
+        )
+
+    def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802, D102
+        self.addParameter(QgsProcessingParameterRasterLayer(self.SAR, tr("Sentinel-1 SAR (VV, VH)")))
+        self.addParameter(QgsProcessingParameterRasterLayer(self.OPTICAL, tr("Cloudy Sentinel-2 (13 bands, L1C)")))
+        self.addParameter(QgsProcessingParameterRasterLayer(self.CLOUD_MASK, tr("Cloud mask"), optional=True))
+        self.addParameter(QgsProcessingParameterFile(
+            self.MODEL, tr("Model file (empty: bundled model)"), behavior=FILE, fileFilter=MODEL_FILTER,
+            defaultValue=bundled_model(), optional=True))
+        self.addParameter(QgsProcessingParameterEnum(
+            self.STRATEGY, tr("Restoration strategy"), options=[MODEL_DEFAULT_STRATEGY, *STRATEGIES], defaultValue=0))
+        self.addParameter(device_parameter(self.DEVICE, tr("Device")))
+        self.addParameter(QgsProcessingParameterBoolean(
+            self.KEEP_CLEAR, tr("Keep clear pixels from the input"), defaultValue=True))
+        self.addParameter(advanced(QgsProcessingParameterNumber(
+            self.TILE_SIZE, tr("Tile size in pixels (0: model default)"), type=INTEGER, defaultValue=0,
+            minValue=0, maxValue=4096)))
+        self.addParameter(advanced(QgsProcessingParameterNumber(
+            self.OVERLAP, tr("Tile overlap in pixels (-1: model default)"), type=INTEGER, defaultValue=-1,
+            minValue=-1, maxValue=2048)))
+        self.addParameter(advanced(QgsProcessingParameterNumber(
+            self.BATCH_SIZE, tr("Tiles per batch"), type=INTEGER, defaultValue=4, minValue=1, maxValue=256)))
+        self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, tr("Cloud-free Sentinel-2")))
+        self.addParameter(QgsProcessingParameterRasterDestination(
+            self.MASK_OUTPUT, tr("Cloud mask used"), optional=True, createByDefault=False))
+        self.addParameter(QgsProcessingParameterRasterDestination(
+            self.CONFIDENCE_OUTPUT, tr("Confidence"), optional=True, createByDefault=False))
+
+    def restore_options(self, parameters: dict[str, Any], context: QgsProcessingContext) -> dict[str, Any]:
+        """Keyword arguments of mmcanet.engine.RestoreOptions for these parameters (runs nothing)."""
+        strategy_index = self.parameterAsEnum(parameters, self.STRATEGY, context)
+        tile_size = self.parameterAsInt(parameters, self.TILE_SIZE, context)
+        overlap = self.parameterAsInt(parameters, self.OVERLAP, context)
+        options: dict[str, Any] = {
+            "sar": self.raster_path(parameters, self.SAR, context),
+            "optical": self.raster_path(parameters, self.OPTICAL, context),
+            "cloud_mask": self.raster_path(parameters, self.CLOUD_MASK, context, optional=True),
+            "output": self.output_path(parameters, self.OUTPUT, context),
+            "model": self.parameterAsFile(parameters, self.MODEL, context) or None,
+            "strategy": STRATEGIES[strategy_index - 1] if strategy_index > 0 else None,
+            "device": DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
+            "keep_clear": self.parameterAsBool(parameters, self.KEEP_CLEAR, context),
+            "tile_size": tile_size if tile_size > 0 else None,
+            "overlap": overlap if overlap >= 0 else None,
+            "batch_size": self.parameterAsInt(parameters, self.BATCH_SIZE, context),
+            "mask_output": self.output_path(parameters, self.MASK_OUTPUT, context),
+            "confidence_output": self.output_path(parameters, self.CONFIDENCE_OUTPUT, context),
+        }
+        return options
+
+    def processAlgorithm(  # noqa: N802, D102
+        self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback
+    ) -> dict[str, Any]:
+        options = self.restore_options(parameters, context)
+        with core_errors():
+            from mmcanet.engine import RestoreOptions, restore_scene
+
+            restore_scene(RestoreOptions(**options), **core_callbacks(feedback))
+        style_on_load(context, options["output"])
+        return {
+            self.OUTPUT: options["output"],
+            self.MASK_OUTPUT: options["mask_output"],
+            self.CONFIDENCE_OUTPUT: options["confidence_output"],
+        }
