@@ -1,0 +1,131 @@
+"""Weighted blending of overlapping tiles into a strip buffer whose size does not depend on the scene height.
+
+Every tile's output is multiplied by a weight that is 1 in the tile's middle and falls off with a
+raised cosine over the ``taper`` pixels next to each side that has a neighbour; the weight stays > 0
+everywhere, so the normalised sum ``sum(w * y) / sum(w)`` is defined at every covered pixel. For two
+neighbours that overlap by exactly ``taper`` px the two ramps add up to 1 (a partition of unity), so
+blending never brightens or darkens the overlap and a model that returns its input is reproduced exactly.
+
+:class:`StripAccumulator` holds the weighted sums for one tile row's worth of raster rows (``rows x
+width``); rows that no later tile can touch are popped, written and forgotten.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .tiling import Window
+
+
+def ramp(length: int, taper: int, start: bool, end: bool) -> np.ndarray:
+    """1-D blending weight of a tile along one axis.
+
+    Args:
+        length: tile size along the axis (px).
+        taper: width of each ramp (px); 0 gives a flat weight.
+        start: taper at index 0 (there is a neighbour before).
+        end: taper at index ``length - 1`` (there is a neighbour after).
+
+    Returns:
+        float32 ``(length,)`` in (0, 1]: ``0.5 - 0.5 cos(pi * (i + 0.5) / taper)`` inside a ramp, else 1.
+    """
+    w = np.ones(length, dtype=np.float64)
+    if taper > 0:
+        i = np.arange(length, dtype=np.float64)
+        up = np.clip((i + 0.5) / taper, 0.0, 1.0)
+        if start:
+            w = np.minimum(w, 0.5 - 0.5 * np.cos(math.pi * up))
+        if end:
+            w = np.minimum(w, 0.5 - 0.5 * np.cos(math.pi * up[::-1]))
+    return w.astype(np.float32)
+
+
+def tile_weight(height: int, width: int, taper: int, neighbours: tuple[bool, bool, bool, bool]) -> np.ndarray:
+    """2-D blending weight of a tile: outer product of two :func:`ramp` profiles.
+
+    Args:
+        height: tile height (px).
+        width: tile width (px).
+        taper: ramp width (px), usually the tiles' overlap.
+        neighbours: (top, bottom, left, right) sides that overlap another tile.
+
+    Returns:
+        float32 ``(height, width)`` weight in (0, 1].
+    """
+    top, bottom, left, right = neighbours
+    return np.outer(ramp(height, taper, top, bottom), ramp(width, taper, left, right))
+
+
+class StripAccumulator:
+    """Weighted sums of overlapping tile outputs for a strip of full-width raster rows.
+
+    Tiles must arrive tile row by tile row (top to bottom); within the strip any order works. The
+    buffer holds ``rows`` raster rows starting at :attr:`row0`: memory is
+    ``(channels + 1) * rows * width * 4`` bytes, independent of the raster height.
+
+    Args:
+        width: raster width (px).
+        channels: number of channels accumulated per pixel.
+        rows: strip height (px); at least the tile height.
+    """
+
+    def __init__(self, width: int, channels: int, rows: int) -> None:
+        self.width = width
+        self.channels = channels
+        self.rows = rows
+        self.row0 = 0
+        self._sums = np.zeros((channels, rows, width), dtype=np.float32)
+        self._weight = np.zeros((rows, width), dtype=np.float32)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the buffers."""
+        return self._sums.nbytes + self._weight.nbytes
+
+    def add(self, window: Window, values: np.ndarray, weight: np.ndarray) -> None:
+        """Accumulate one tile.
+
+        Args:
+            window: the tile's window in raster pixels; its rows must lie in ``[row0, row0 + rows)``.
+            values: float32 ``(channels, window.height, window.width)``.
+            weight: float32 ``(window.height, window.width)``, > 0.
+
+        Raises:
+            ValueError: when the tile lies outside the strip or shapes differ.
+        """
+        r0 = window.row_off - self.row0
+        if r0 < 0 or r0 + window.height > self.rows or window.col_end > self.width:
+            raise ValueError(f"tile {window} outside the strip rows [{self.row0}, {self.row0 + self.rows})")
+        if values.shape != (self.channels, window.height, window.width):
+            raise ValueError(f"values shape {values.shape} != {(self.channels, window.height, window.width)}")
+        rows = slice(r0, r0 + window.height)
+        cols = slice(window.col_off, window.col_end)
+        self._sums[:, rows, cols] += values * weight
+        self._weight[rows, cols] += weight
+
+    def pop(self, upto_row: int) -> tuple[int, np.ndarray]:
+        """Take the finished rows ``[row0, upto_row)`` out of the strip.
+
+        Args:
+            upto_row: first raster row that later tiles may still touch.
+
+        Returns:
+            ``(row_off, mean)``: the raster row of the first popped row and the weighted mean
+            float32 ``(channels, upto_row - row0, width)``; pixels no tile touched are 0.
+        """
+        n = upto_row - self.row0
+        if n < 0 or n > self.rows:
+            raise ValueError(f"cannot pop up to row {upto_row} from strip starting at {self.row0}")
+        weight = self._weight[:n]
+        mean = np.divide(self._sums[:, :n], weight, out=np.zeros_like(self._sums[:, :n]), where=weight > 0)
+        row_off = self.row0
+        keep = self.rows - n
+        if keep > 0:
+            self._sums[:, :keep] = self._sums[:, n:].copy()
+            self._weight[:keep] = self._weight[n:].copy()
+        self._sums[:, keep:] = 0.0
+        self._weight[keep:] = 0.0
+        self.row0 = upto_row
+        return row_off, mean
