@@ -1,0 +1,187 @@
+"""Cheap pre-run checks of the dock's choices: band counts, same layer twice, overlap, tiling, output.
+
+Each check returns `Problem`s addressed to one field of the dock, so the widget can show the text next
+to that field. Blocking problems disable Run; the others are warnings.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from qgis.core import (
+    QgsCoordinateTransform,
+    QgsCoordinateTransformContext,
+    QgsCsException,
+    QgsRasterLayer,
+    QgsRectangle,
+)
+
+from . import contract
+
+# Fields a problem can be addressed to.
+SAR, OPTICAL, MASK, MODEL, ADVANCED, OUTPUT = "sar", "optical", "mask", "model", "advanced", "output"
+
+_MIN_COVERAGE = 0.99
+"""Below this fraction of the optical extent covered by SAR, warn that part of the image gets no SAR."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something wrong with one field; `blocking` problems stop the run."""
+
+    field: str
+    message: str
+    blocking: bool = True
+
+
+def band_count_matches(layer: QgsRasterLayer | None, counts: Sequence[int]) -> bool:
+    """True when the layer is a valid raster with one of the accepted band counts."""
+    return layer is not None and layer.isValid() and layer.bandCount() in counts
+
+
+def check_layers(
+    sar: QgsRasterLayer | None,
+    optical: QgsRasterLayer | None,
+    mask: QgsRasterLayer | None,
+    transform_context: QgsCoordinateTransformContext,
+) -> list[Problem]:
+    """Check the input layers: presence, band counts, distinct layers, CRS and overlap of extents."""
+    problems: list[Problem] = []
+    problems += _check_bands(SAR, sar, contract.SAR_BAND_COUNTS, "the SAR input needs 2 bands (VV, VH)")
+    problems += _check_bands(
+        OPTICAL,
+        optical,
+        contract.OPTICAL_BAND_COUNTS,
+        "the optical input needs the 13 Sentinel-2 Level-1C bands (or 12 at Level-2A)",
+    )
+    if mask is not None:
+        problems += _check_bands(MASK, mask, contract.MASK_BAND_COUNTS, "a cloud mask has 1 band")
+
+    if sar is not None and optical is not None and _same_layer(sar, optical):
+        problems.append(Problem(OPTICAL, "The same layer is chosen as SAR and optical input."))
+    if mask is not None:
+        for other, role in ((sar, "SAR"), (optical, "optical")):
+            if other is not None and _same_layer(mask, other):
+                problems.append(Problem(MASK, f"The cloud mask is the same layer as the {role} input."))
+
+    if optical is not None and optical.isValid():
+        for field, layer, role in ((SAR, sar, "SAR"), (MASK, mask, "cloud mask")):
+            if layer is not None and layer.isValid() and not _same_layer(layer, optical):
+                problems += _check_overlap(field, role, layer, optical, transform_context)
+    return problems
+
+
+def check_tiling(tile_size: int | None, overlap: int | None, batch_size: int) -> list[Problem]:
+    """Neighbouring tiles must overlap by less than a tile (None: taken from a model card not readable yet)."""
+    problems = []
+    if tile_size is not None and overlap is not None and overlap >= tile_size:
+        problems.append(
+            Problem(
+                ADVANCED, f"The overlap ({overlap} px) must be smaller than the tile size ({tile_size} px)."
+            )
+        )
+    if batch_size < 1:
+        problems.append(Problem(ADVANCED, "The batch size must be at least 1."))
+    return problems
+
+
+def check_output(path: str) -> list[Problem]:
+    """A chosen output file must go into an existing, writable folder ("" = temporary file)."""
+    if not path:
+        return []
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        return [Problem(OUTPUT, f"The folder {folder} does not exist.")]
+    if not os.access(folder, os.W_OK):
+        return [Problem(OUTPUT, f"The folder {folder} is not writable.")]
+    if os.path.splitext(path)[1].lower() not in (".tif", ".tiff"):
+        return [
+            Problem(OUTPUT, "The output is written as GeoTIFF; the name should end in .tif.", blocking=False)
+        ]
+    return []
+
+
+def _check_bands(field: str, layer: QgsRasterLayer | None, counts: Sequence[int], need: str) -> list[Problem]:
+    if layer is None:
+        return [Problem(field, "Choose a raster layer.")]
+    if not layer.isValid():
+        return [Problem(field, f"The layer '{layer.name()}' cannot be read.")]
+    n = layer.bandCount()
+    if n not in counts:
+        return [Problem(field, f"'{layer.name()}' has {n} band{'s' if n != 1 else ''}; {need}.")]
+    return []
+
+
+def _same_layer(a: QgsRasterLayer, b: QgsRasterLayer) -> bool:
+    """The same layer, or two layers reading the same file."""
+    return a.id() == b.id() or (bool(a.source()) and a.source() == b.source())
+
+
+def _check_overlap(
+    field: str,
+    role: str,
+    layer: QgsRasterLayer,
+    optical: QgsRasterLayer,
+    transform_context: QgsCoordinateTransformContext,
+) -> list[Problem]:
+    """Compare the extents in the optical layer's CRS; warn when a CRS is missing (cannot be checked)."""
+    if not layer.crs().isValid() or not optical.crs().isValid():
+        missing = layer if not layer.crs().isValid() else optical
+        return [
+            Problem(
+                field,
+                f"'{missing.name()}' has no coordinate reference system; the {role} and optical layers "
+                "must then share the same pixel grid.",
+                blocking=False,
+            )
+        ]
+    extent = _extent_in(layer, optical, transform_context)
+    if extent is None:
+        return [
+            Problem(
+                field,
+                f"The extent of '{layer.name()}' cannot be transformed from {layer.crs().authid()} "
+                f"to {optical.crs().authid()}.",
+            )
+        ]
+    target = optical.extent()
+    common = extent.intersect(target)
+    if common.isEmpty() or common.area() <= 0:
+        return [
+            Problem(
+                field,
+                f"'{layer.name()}' does not overlap the optical layer '{optical.name()}'"
+                f"{_crs_note(layer, optical)}.",
+            )
+        ]
+    coverage = common.area() / target.area() if target.area() > 0 else 1.0
+    if coverage < _MIN_COVERAGE:
+        return [
+            Problem(
+                field,
+                f"'{layer.name()}' covers only {coverage:.0%} of the optical layer; "
+                "pixels outside it are restored without SAR.",
+                blocking=False,
+            )
+        ]
+    return []
+
+
+def _extent_in(
+    layer: QgsRasterLayer, optical: QgsRasterLayer, transform_context: QgsCoordinateTransformContext
+) -> QgsRectangle | None:
+    if layer.crs() == optical.crs():
+        return layer.extent()
+    transform = QgsCoordinateTransform(layer.crs(), optical.crs(), transform_context)
+    try:
+        return transform.transformBoundingBox(layer.extent())
+    except QgsCsException:
+        return None
+
+
+def _crs_note(layer: QgsRasterLayer, optical: QgsRasterLayer) -> str:
+    if layer.crs() == optical.crs():
+        return ""
+    return f" (compared after reprojecting {layer.crs().authid()} to {optical.crs().authid()})"

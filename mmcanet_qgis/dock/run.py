@@ -1,0 +1,170 @@
+"""Run mmcanet:remove_clouds in QGIS's task manager and report progress, log lines and the outcome."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from qgis.core import (
+    QgsApplication,
+    QgsProcessingAlgorithm,
+    QgsProcessingAlgRunnerTask,
+    QgsProcessingContext,
+    QgsProcessingFeedback,
+    QgsProject,
+)
+from qgis.PyQt.QtCore import QElapsedTimer, QObject, pyqtSignal
+
+SUCCEEDED, FAILED, CANCELLED = "succeeded", "failed", "cancelled"
+
+
+@dataclass
+class RunOutcome:
+    """How a run ended: `state` is SUCCEEDED, FAILED or CANCELLED; `error` is plain words for FAILED."""
+
+    state: str
+    results: dict[str, Any] = field(default_factory=dict)
+    error: str = ""
+    elapsed_s: float = 0.0
+
+
+class _Feedback(QgsProcessingFeedback):
+    """Processing feedback that also emits each message as a signal (queued to the GUI thread)."""
+
+    message = pyqtSignal(str, str)  # level ("info", "warning", "error"), text
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.errors: list[str] = []
+
+    def setProgressText(self, text: str) -> None:  # noqa: N802 - Qt override
+        super().setProgressText(text)
+        self.message.emit("info", text)
+
+    def pushInfo(self, info: str) -> None:  # noqa: N802
+        super().pushInfo(info)
+        self.message.emit("info", info)
+
+    def pushWarning(self, warning: str) -> None:  # noqa: N802
+        super().pushWarning(warning)
+        self.message.emit("warning", warning)
+
+    def reportError(self, error: str, fatalError: bool = False) -> None:  # noqa: N802, N803
+        super().reportError(error, fatalError)
+        self.errors.append(error)
+        self.message.emit("error", error)
+
+
+class RestoreRun(QObject):
+    """One background execution of the algorithm with the dock's parameters.
+
+    Files listed in `created_outputs` (outputs that did not exist before the run) are deleted when the
+    run fails or is cancelled, so nothing is left behind.
+    """
+
+    progress = pyqtSignal(float)  # 0-100
+    logged = pyqtSignal(str, str)  # level, text
+    finished = pyqtSignal(object)  # RunOutcome
+
+    def __init__(
+        self,
+        algorithm: QgsProcessingAlgorithm,
+        parameters: dict[str, Any],
+        project: QgsProject,
+        created_outputs: list[str],
+        parent: QObject | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self._algorithm = algorithm
+        self._parameters = parameters
+        self._created_outputs = created_outputs
+        self._context = QgsProcessingContext()
+        self._context.setProject(project)
+        self._feedback = _Feedback()
+        self._feedback.progressChanged.connect(self.progress)
+        self._feedback.message.connect(self.logged)
+        self._task: QgsProcessingAlgRunnerTask | None = None
+        self._clock = QElapsedTimer()
+        self._done = False
+        self._cancel_requested = False
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        """The algorithm parameters of this run."""
+        return self._parameters
+
+    @property
+    def task(self) -> QgsProcessingAlgRunnerTask | None:
+        """The task in QGIS's task manager (None before start)."""
+        return self._task
+
+    def start(self) -> None:
+        """Hand the task to QgsApplication.taskManager(); returns at once."""
+        self._clock.start()
+        self._task = QgsProcessingAlgRunnerTask(
+            self._algorithm, self._parameters, self._context, self._feedback
+        )
+        self._task.executed.connect(self._on_executed)
+        self._task.taskTerminated.connect(lambda: self._finish(False, {}))
+        QgsApplication.taskManager().addTask(self._task)
+
+    def cancel(self) -> None:
+        """Ask the running algorithm to stop (feedback.cancel(), checked between tiles) and the task too."""
+        self._cancel_requested = True
+        self._feedback.cancel()
+        if self._task is not None:
+            self._task.cancel()
+
+    def elapsed_s(self) -> float:
+        """Seconds since start."""
+        return self._clock.elapsed() / 1000.0 if self._clock.isValid() else 0.0
+
+    def is_running(self) -> bool:
+        """True between start() and the `finished` signal."""
+        return self._task is not None and not self._done
+
+    def _on_executed(self, ok: bool, results: dict[str, Any]) -> None:
+        self._finish(ok, dict(results or {}))
+
+    def _finish(self, ok: bool, results: dict[str, Any]) -> None:
+        if self._done:
+            return
+        self._done = True
+        elapsed = self.elapsed_s()
+        if ok and not self._feedback.isCanceled():
+            outcome = RunOutcome(SUCCEEDED, results, elapsed_s=elapsed)
+        else:
+            self._remove_created_outputs()
+            if self._cancel_requested or self._feedback.isCanceled():
+                outcome = RunOutcome(CANCELLED, elapsed_s=elapsed)
+            else:
+                outcome = RunOutcome(FAILED, error=plain_error(self._feedback.errors), elapsed_s=elapsed)
+        self._task = None
+        self.finished.emit(outcome)
+
+    def _remove_created_outputs(self) -> None:
+        """Delete the files this run created (and their .aux.xml), then its folders when left empty."""
+        for path in self._created_outputs:
+            try:
+                if os.path.isdir(path):
+                    if not os.listdir(path):
+                        os.rmdir(path)
+                    continue
+                for candidate in (path, path + ".aux.xml"):
+                    if os.path.exists(candidate):
+                        os.remove(candidate)
+            except OSError as exc:
+                self.logged.emit("warning", f"Could not remove {path}: {exc}")
+
+
+def plain_error(errors: list[str]) -> str:
+    """The message a person can act on: the last reported error without a Python traceback."""
+    for text in reversed(errors):
+        lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+        if "Traceback (most recent call last):" in lines:
+            # keep the exception line, which comes last in a traceback
+            lines = lines[-1:]
+        if lines:
+            return lines[0] if len(lines) == 1 else " ".join(lines[:3])
+    return "The restoration failed without a message; see the log below."
