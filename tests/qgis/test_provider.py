@@ -1,0 +1,270 @@
+"""The `mmcanet` Processing provider in a real QGIS: definitions, processing.run of each algorithm, bad input.
+
+Small generated GeoTIFFs with a real CRS (tests/rasters.py) and a tiny random model keep each run to a
+second or two on a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import rasters
+from osgeo import gdal
+from qgis.core import (
+    QgsMultiBandColorRenderer,
+    QgsProcessingContext,
+    QgsProcessingException,
+    QgsProcessingFeedback,
+    QgsProcessingParameterDefinition,
+    QgsProject,
+    QgsRasterLayer,
+)
+
+pytestmark = pytest.mark.qgis
+
+ALGORITHM_IDS = ("remove_clouds", "train_model", "evaluate_model", "simulate_clouds", "detect_clouds")
+
+
+def run(algorithm: str, parameters: dict[str, Any], context: QgsProcessingContext | None = None,
+        feedback: QgsProcessingFeedback | None = None) -> dict[str, Any]:
+    import processing
+
+    return processing.run(f"mmcanet:{algorithm}", parameters, context=context, feedback=feedback)
+
+
+def needs(module: str, name: str) -> None:
+    """Skip while a core function this algorithm calls has not landed yet (say which)."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not hasattr(importlib.import_module(module), name):
+        pytest.skip(f"core function {module}.{name} is not there yet")
+
+
+# ---- definitions -----------------------------------------------------------------------------------
+
+
+def test_provider_lists_the_five_algorithms(provider: Any) -> None:
+    assert provider.id() == "mmcanet"
+    assert provider.name() == "MMCANet cloud removal"
+    assert sorted(a.name() for a in provider.algorithms()) == sorted(ALGORITHM_IDS)
+    assert not provider.icon().isNull()
+
+
+@pytest.mark.parametrize("name", ALGORITHM_IDS)
+def test_every_algorithm_documents_itself(provider: Any, name: str) -> None:
+    alg = provider.algorithm(name)
+    assert alg.displayName() and alg.group() and alg.groupId()
+    assert len(alg.shortHelpString()) > 200, "help must say what the inputs, units and outputs are"
+    for param in alg.parameterDefinitions():
+        assert param.description(), f"{name}.{param.name()} has no label"
+        assert param.name().isupper(), "parameter keys are upper-case class constants"
+
+
+def test_remove_clouds_flags_expert_options_advanced(provider: Any) -> None:
+    alg = provider.algorithm("remove_clouds")
+    advanced = {p.name() for p in alg.parameterDefinitions()
+                if p.flags() & QgsProcessingParameterDefinition.FlagAdvanced}
+    assert advanced == {"TILE_SIZE", "OVERLAP", "BATCH_SIZE"}
+    assert alg.parameterDefinition("STRATEGY").options()[0] == "model default"
+    assert alg.parameterDefinition("DEVICE").options() == ["auto", "cpu", "cuda"]
+
+
+def test_torch_free_choice_lists_match_the_core() -> None:
+    from mmcanet.models import ARCHITECTURES, STRATEGIES
+
+    from mmcanet_qgis.algorithms import base
+
+    assert base.STRATEGIES == STRATEGIES
+    assert base.ARCHITECTURES == ARCHITECTURES
+
+
+def test_restore_options_are_built_without_running(provider: Any, scene: dict[str, Path], tmp_path: Path) -> None:
+    alg = provider.algorithm("remove_clouds").create()
+    context = QgsProcessingContext()
+    params = {"SAR": str(scene["s1"]), "OPTICAL": str(scene["s2"]), "STRATEGY": 3, "DEVICE": 1,
+              "TILE_SIZE": 0, "OVERLAP": -1, "OUTPUT": str(tmp_path / "out.tif"), "KEEP_CLEAR": False}
+    options = alg.restore_options(params, context)
+    assert options["sar"] == str(scene["s1"]) and options["optical"] == str(scene["s2"])
+    assert options["strategy"] == "iterative" and options["device"] == "cpu"
+    assert options["tile_size"] is None and options["overlap"] is None  # the model card's defaults
+    assert options["keep_clear"] is False and options["cloud_mask"] is None
+    assert options["mask_output"] is None and options["confidence_output"] is None
+    assert not (tmp_path / "out.tif").exists()
+
+
+# ---- remove_clouds ---------------------------------------------------------------------------------
+
+
+def test_remove_clouds_writes_a_georeferenced_13_band_raster(
+    provider: Any, scene: dict[str, Path], tiny_model: Path, tmp_path: Path
+) -> None:
+    out, mask = tmp_path / "restored.tif", tmp_path / "mask.tif"
+    progress: list[float] = []
+    feedback = QgsProcessingFeedback()
+    feedback.progressChanged.connect(progress.append)
+    result = run("remove_clouds", {"SAR": str(scene["s1"]), "OPTICAL": str(scene["s2"]), "MODEL": str(tiny_model),
+                                   "DEVICE": 1, "OUTPUT": str(out), "MASK_OUTPUT": str(mask)}, feedback=feedback)
+    assert Path(result["OUTPUT"]) == out and Path(result["MASK_OUTPUT"]) == mask
+    ds_in, ds_out = gdal.Open(str(scene["s2"])), gdal.Open(str(out))
+    assert ds_out.RasterCount == 13
+    assert (ds_out.RasterXSize, ds_out.RasterYSize) == (ds_in.RasterXSize, ds_in.RasterYSize)
+    assert ds_out.GetGeoTransform() == ds_in.GetGeoTransform()
+    assert ds_out.GetSpatialRef().IsSame(ds_in.GetSpatialRef())
+    assert gdal.Open(str(mask)).RasterCount == 1
+    assert progress and max(progress) == pytest.approx(100.0)
+
+
+def test_restored_layer_is_styled_true_colour_when_loaded(
+    provider: Any, scene: dict[str, Path], tiny_model: Path, tmp_path: Path
+) -> None:
+    out = str(tmp_path / "restored.tif")
+    project = QgsProject()
+    context = QgsProcessingContext()
+    context.setProject(project)
+    context.addLayerToLoadOnCompletion(out, QgsProcessingContext.LayerDetails("restored", project, "OUTPUT"))
+    run("remove_clouds", {"SAR": str(scene["s1"]), "OPTICAL": str(scene["s2"]), "MODEL": str(tiny_model),
+                          "DEVICE": 1, "OUTPUT": out}, context=context)
+    post = context.layerToLoadOnCompletionDetails(out).postProcessor()
+    assert post is not None, "remove_clouds must style its output when Processing loads it"
+    layer = QgsRasterLayer(out, "restored")
+    post.postProcessLayer(layer, context, QgsProcessingFeedback())  # what Processing does in the main thread
+    renderer = layer.renderer()
+    assert isinstance(renderer, QgsMultiBandColorRenderer)
+    assert (renderer.redBand(), renderer.greenBand(), renderer.blueBand()) == (4, 3, 2)
+    data = rasters.read(out)[3].astype(float)
+    lo, hi = renderer.redContrastEnhancement().minimumValue(), renderer.redContrastEnhancement().maximumValue()
+    assert data.min() <= lo < hi <= data.max()  # a 2-98 % cut, not the full range
+    assert (lo, hi) != (data.min(), data.max())
+
+
+def _rgb(path: Path) -> Path:
+    rgb = rasters.s2_array(40, 48)[[3, 2, 1]]
+    return rasters.write_raster(path, rgb, geotransform=rasters.default_geotransform())
+
+
+BAD_INPUTS = {
+    # case: (which input is replaced, how to make it, words the message must contain)
+    "3-band optical": ("s2", _rgb, ("3 band", "13")),
+    "13-band SAR": ("s1", lambda p: rasters.write_s2(p, 40, 48), ("13 band", "2")),
+    "non-overlapping": ("s1", lambda p: rasters.write_s1(p, 40, 48, geotransform=rasters.default_geotransform(
+        origin=(700000.0, 4000000.0))), ("overlap",)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_gives_a_clear_processing_error(
+    provider: Any, scene: dict[str, Path], tiny_model: Path, tmp_path: Path, case: str
+) -> None:
+    which, make, words = BAD_INPUTS[case]
+    inputs = dict(scene)
+    inputs[which] = make(tmp_path / f"bad_{which}.tif")
+    out = tmp_path / "out.tif"
+    with pytest.raises(QgsProcessingException) as err:
+        run("remove_clouds", {"SAR": str(inputs["s1"]), "OPTICAL": str(inputs["s2"]), "MODEL": str(tiny_model),
+                              "DEVICE": 1, "OUTPUT": str(out)})
+    message = str(err.value).lower()
+    assert "traceback" not in message
+    for word in words:
+        assert word.lower() in message, f"{case}: {err.value}"
+    assert not out.exists(), "no partial output after an error"
+
+
+def test_missing_file_is_reported_by_parameter_name(provider: Any, scene: dict[str, Path], tmp_path: Path) -> None:
+    missing = tmp_path / "does_not_exist.tif"
+    with pytest.raises(QgsProcessingException) as err:
+        run("remove_clouds", {"SAR": str(missing), "OPTICAL": str(scene["s2"]), "OUTPUT": str(tmp_path / "o.tif")})
+    assert "SAR" in str(err.value) and "does_not_exist.tif" in str(err.value)
+
+
+def test_missing_model_file_is_a_clear_error(provider: Any, scene: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(QgsProcessingException) as err:
+        run("remove_clouds", {"SAR": str(scene["s1"]), "OPTICAL": str(scene["s2"]),
+                              "MODEL": str(tmp_path / "nope.safetensors"), "OUTPUT": str(tmp_path / "o.tif")})
+    assert "nope.safetensors" in str(err.value)
+
+
+def test_non_gdal_layer_is_rejected(provider: Any, scene: dict[str, Path], tmp_path: Path) -> None:
+    from qgis.core import QgsProject
+
+    expression = f'"{Path(scene["s2"]).stem}@1" * 2'
+    virtual = QgsRasterLayer(f"?crs=EPSG:32631&extent=600000,4999600,600480,5000000&width=48&height=40"
+                             f"&formula={expression}", "virtual", "virtualraster")
+    if not virtual.isValid():
+        pytest.skip("the virtualraster provider is not available in this QGIS")
+    QgsProject.instance().addMapLayer(virtual)
+    try:
+        with pytest.raises(QgsProcessingException) as err:
+            run("remove_clouds", {"SAR": str(scene["s1"]), "OPTICAL": virtual.id(), "OUTPUT": str(tmp_path / "o.tif")})
+    finally:
+        QgsProject.instance().removeMapLayer(virtual.id())
+    assert "GDAL" in str(err.value) and "virtualraster" in str(err.value)
+
+
+# ---- the other algorithms ---------------------------------------------------------------------------
+
+
+def test_simulate_clouds_is_seeded(provider: Any, tmp_path: Path) -> None:
+    needs("mmcanet.clouds.simulate", "simulate_clouds_file")
+    clear = rasters.write_s2(tmp_path / "clear.tif", 40, 48)
+    outs = []
+    for i in range(2):
+        out, opacity = tmp_path / f"cloudy{i}.tif", tmp_path / f"opacity{i}.tif"
+        run("simulate_clouds", {"INPUT": str(clear), "SEED": 7, "OUTPUT": str(out), "OPACITY_OUTPUT": str(opacity)})
+        outs.append(rasters.read(out))
+        assert rasters.read(opacity).shape == (1, 40, 48)
+    assert outs[0].shape == (13, 40, 48)
+    np.testing.assert_array_equal(outs[0], outs[1])
+    assert not np.array_equal(outs[0], rasters.read(clear))
+
+
+def test_detect_clouds_marks_the_bright_blob(provider: Any, scene: dict[str, Path], tmp_path: Path) -> None:
+    needs("mmcanet.clouds.detect", "detect_clouds_file")
+    out = tmp_path / "mask.tif"
+    run("detect_clouds", {"INPUT": str(scene["s2"]), "OUTPUT": str(out)})
+    mask = rasters.read(out)
+    assert mask.shape == (1, 40, 48)
+    assert mask[0, 20, 19] > 0, "the cloud blob in the middle of the generated scene"
+    assert gdal.Open(str(out)).GetGeoTransform() == gdal.Open(str(scene["s2"])).GetGeoTransform()
+
+
+def _triplets(folder: Path, n: int = 2, size: int = 32) -> Path:
+    folder.mkdir()
+    for i in range(n):
+        rasters.write_s1(folder / f"t{i}_s1.tif", size, size, seed=10 + i)
+        rasters.write_s2(folder / f"t{i}_s2_cloudy.tif", size, size, seed=20 + i)
+        clear = rasters.s2_array(size, size, seed=20 + i, cloud=False)
+        rasters.write_s2(folder / f"t{i}_s2_cloudfree.tif", size, size, array=clear)
+    return folder
+
+
+def test_train_model_writes_a_model_file(provider: Any, tmp_path: Path) -> None:
+    needs("mmcanet.training", "train")
+    data = _triplets(tmp_path / "data")
+    out = tmp_path / "trained.safetensors"
+    result = run("train_model", {"DATA": str(data), "EPOCHS": 1, "BATCH_SIZE": 1, "MAX_STEPS": 2, "CROP": 16,
+                                 "DEVICE": 1, "OUTPUT": str(out)})
+    assert Path(result["OUTPUT"]) == out and out.is_file()
+    assert Path(result["RUN_DIR"]) == tmp_path / "trained_run"
+    from mmcanet.modelfile import read_card
+
+    assert read_card(out).arch == "mmcanet"
+
+
+def test_train_model_rejects_an_unknown_layout(provider: Any, tmp_path: Path) -> None:
+    needs("mmcanet.training", "train")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(QgsProcessingException) as err:
+        run("train_model", {"DATA": str(tmp_path / "empty"), "DEVICE": 1, "OUTPUT": str(tmp_path / "m.safetensors")})
+    assert "empty" in str(err.value)
+
+
+def test_evaluate_model_writes_metrics(provider: Any, tiny_model: Path, tmp_path: Path) -> None:
+    needs("mmcanet.evaluation", "evaluate")
+    data = _triplets(tmp_path / "data")
+    result = run("evaluate_model", {"MODEL": str(tiny_model), "DATA": str(data), "DEVICE": 1,
+                                    "OUTPUT_FOLDER": str(tmp_path / "eval"), "OUTPUT_HTML": str(tmp_path / "m.html")})
+    assert Path(result["METRICS"]).is_file()
+    assert "<table" in Path(result["OUTPUT_HTML"]).read_text(encoding="utf-8")

@@ -1,0 +1,109 @@
+"""Headless use: the plugin loaded by `qgis_process.bin` from a scratch profile, with and without torch.
+
+qgis_process calls classFactory(None) and initProcessing() only (iface is None, initGui never runs), so
+these tests prove the provider does not depend on the GUI. Each qgis_process start takes a few seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import sysconfig
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from osgeo import gdal
+
+pytestmark = [pytest.mark.qgis, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+VENV_SITE = sysconfig.get_paths()["purelib"]  # torch & co of the test environment
+BLOCK_TORCH = """\
+import importlib.abc, sys
+class _NoTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "torch":
+            raise ModuleNotFoundError("No module named 'torch' (blocked by the test)", name="torch")
+        return None
+sys.meta_path.insert(0, _NoTorch())
+"""
+
+
+@pytest.fixture(scope="session")
+def plugin_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding the plugin as packaged (metadata.txt inside, core vendored under lib/)."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import package_plugin
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    dest = tmp_path_factory.mktemp("plugins")
+    package_plugin.build_tree(dest)
+    return dest
+
+
+@pytest.fixture
+def env(tmp_path: Path, plugin_dir: Path, qgis_env: Callable[..., dict[str, str]]) -> Callable[..., dict[str, str]]:
+    """``env(**extra)``: a scratch profile + QGIS_PLUGINPATH=plugin_dir, the venv's torch on PYTHONPATH."""
+
+    def make(**extra: str) -> dict[str, str]:
+        values = {"QGIS_PLUGINPATH": str(plugin_dir), "PYTHONPATH": VENV_SITE,
+                  "MMCANET_DEPS_DIR": str(tmp_path / "no-deps")}
+        values.update(extra)
+        return qgis_env(**values)
+
+    return make
+
+
+def enable(qgis_process: Callable[..., Any], env: dict[str, str]) -> None:
+    res = qgis_process(["plugins", "enable", "mmcanet_qgis"], env)
+    assert res.returncode == 0 or "already enabled" in res.stdout + res.stderr, res.stdout + res.stderr
+
+
+def test_qgis_process_runs_remove_clouds_with_json(
+    qgis_process: Callable[..., Any], env: Callable[..., dict[str, str]], scene: dict[str, Path],
+    tiny_model: Path, tmp_path: Path,
+) -> None:
+    environment = env()
+    enable(qgis_process, environment)
+    out = tmp_path / "restored.tif"
+    res = qgis_process(["run", "mmcanet:remove_clouds", "--json", "--",
+                        f"SAR={scene['s1']}", f"OPTICAL={scene['s2']}", f"MODEL={tiny_model}", "DEVICE=1",
+                        f"OUTPUT={out}"], environment)
+    assert res.returncode == 0, res.stdout + res.stderr
+    doc = json.loads(res.stdout)
+    assert Path(doc["results"]["OUTPUT"]) == out
+    assert gdal.Open(str(out)).RasterCount == 13
+
+
+def test_qgis_process_help_describes_parameters(
+    qgis_process: Callable[..., Any], env: Callable[..., dict[str, str]]
+) -> None:
+    environment = env()
+    enable(qgis_process, environment)
+    res = qgis_process(["help", "mmcanet:remove_clouds"], environment)
+    assert res.returncode == 0, res.stderr
+    for key in ("SAR", "OPTICAL", "CLOUD_MASK", "MODEL", "STRATEGY", "DEVICE", "KEEP_CLEAR", "TILE_SIZE", "OUTPUT"):
+        assert f"{key}:" in res.stdout
+
+
+def test_without_torch_provider_loads_and_run_explains_the_install(
+    qgis_process: Callable[..., Any], env: Callable[..., dict[str, str]], scene: dict[str, Path], tmp_path: Path,
+) -> None:
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "sitecustomize.py").write_text(BLOCK_TORCH, encoding="utf-8")
+    environment = env(PYTHONPATH=str(shim))  # no venv: only QGIS's Python, and torch blocked
+    enable(qgis_process, environment)
+    listing = qgis_process(["list"], environment)
+    assert "mmcanet:remove_clouds" in listing.stdout, listing.stderr
+    out = tmp_path / "restored.tif"
+    res = qgis_process(["run", "mmcanet:remove_clouds", "--",
+                        f"SAR={scene['s1']}", f"OPTICAL={scene['s2']}", f"OUTPUT={out}"], environment)
+    text = res.stdout + res.stderr
+    assert res.returncode != 0
+    assert "torch is not installed for QGIS's Python" in text, text
+    assert "dependencies.py\" install" in text and str(tmp_path / "no-deps") in text
+    assert not out.exists()
