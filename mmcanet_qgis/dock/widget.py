@@ -17,7 +17,7 @@ from qgis.core import (
     QgsRasterLayer,
 )
 from qgis.gui import QgsCollapsibleGroupBox, QgsDockWidget, QgsFileWidget, QgsMapLayerComboBox
-from qgis.PyQt.QtCore import QTimer
+from qgis.PyQt.QtCore import Qt, QTimer
 from qgis.PyQt.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -77,14 +77,14 @@ class CloudRemovalDock(QgsDockWidget):
         self._problem_labels: dict[str, QLabel] = {}
 
         self.sar_combo = self._layer_combo()
-        self._add_field(form, self.tr("SAR (Sentinel-1)"), self.sar_combo, checks.SAR)
+        self._add_field(form, self.tr("SAR (S1)"), self.sar_combo, checks.SAR)
         self.optical_combo = self._layer_combo()
-        self._add_field(form, self.tr("Cloudy optical (Sentinel-2)"), self.optical_combo, checks.OPTICAL)
+        self._add_field(form, self.tr("Cloudy optical (S2)"), self.optical_combo, checks.OPTICAL)
         self.mask_combo = self._layer_combo()
         self.mask_combo.setAllowEmptyLayer(True)
         self.mask_combo.setLayer(None)
-        self.mask_combo.setToolTip(self.tr("Optional: a cloud mask (1 = cloud); estimated when empty"))
-        self._add_field(form, self.tr("Cloud mask (optional)"), self.mask_combo, checks.MASK)
+        self.mask_combo.setToolTip(self.tr("Optional: a 1-band cloud mask (1 = cloud); detected when empty"))
+        self._add_field(form, self.tr("Cloud mask"), self.mask_combo, checks.MASK)
 
         self.model_widget = QgsFileWidget()
         self.model_widget.setStorageMode(QgsFileWidget.GetFile)
@@ -103,19 +103,19 @@ class CloudRemovalDock(QgsDockWidget):
             self.device_combo.addItems(list(self._spec.devices))
         form.addRow(self.tr("Strategy"), self.strategy_combo)
         form.addRow(self.tr("Device"), self.device_combo)
-        self.keep_clear_check = QCheckBox(self.tr("Keep clear pixels unchanged"))
+        self.keep_clear_check = QCheckBox(self.tr("Keep clear pixels"))
         self.keep_clear_check.setToolTip(
             self.tr("Copy pixels outside clouds from the input instead of the model")
         )
         form.addRow("", self.keep_clear_check)
-        self.add_mask_check = QCheckBox(self.tr("Also add the cloud mask to the project"))
+        self.add_mask_check = QCheckBox(self.tr("Add the cloud mask layer"))
         form.addRow("", self.add_mask_check)
 
         self.output_widget = QgsFileWidget()
         self.output_widget.setStorageMode(QgsFileWidget.SaveFile)
         self.output_widget.setFilter(self.tr("GeoTIFF (*.tif *.tiff)"))
         self.output_widget.lineEdit().setPlaceholderText(self.tr("[Save to temporary file]"))
-        self._add_field(form, self.tr("Restored output"), self.output_widget, checks.OUTPUT)
+        self._add_field(form, self.tr("Output"), self.output_widget, checks.OUTPUT)
 
         self.advanced_box = QgsCollapsibleGroupBox(self.tr("Advanced"))
         self.advanced_box.setSaveCollapsedState(False)
@@ -138,8 +138,13 @@ class CloudRemovalDock(QgsDockWidget):
         self._add_problem_label(advanced, checks.ADVANCED)
         form.addRow(self.advanced_box)
 
+        for combo in (self.strategy_combo, self.device_combo):
+            combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(10)
+        form.setFieldGrowthPolicy(QFormLayout.AllNonFixedFieldsGrow)
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
         scroll.setWidget(form_host)
 
         self.run_button = QPushButton(self.tr("Run"))
@@ -176,9 +181,9 @@ class CloudRemovalDock(QgsDockWidget):
             self.advanced_box.setEnabled(False)
             self._set_status(
                 self.tr(
-                    f"The Processing algorithm {contract.ALGORITHM_ID} is not available: "
+                    "The Processing algorithm {id} is not available: "
                     "enable the MMCANet plugin (its Processing provider) and reopen this panel."
-                ),
+                ).format(id=contract.ALGORITHM_ID),
                 _BLOCKING_STYLE,
             )
 
@@ -186,6 +191,9 @@ class CloudRemovalDock(QgsDockWidget):
         combo = QgsMapLayerComboBox()
         combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
         combo.setShowCrs(True)
+        # long layer names must not widen the dock: elide instead
+        combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        combo.setMinimumContentsLength(14)
         return combo
 
     def _add_field(self, form: QFormLayout, label: str, widget: QWidget, field: str) -> None:
@@ -316,7 +324,11 @@ class CloudRemovalDock(QgsDockWidget):
         if not path:
             return [checks.Problem(checks.MODEL, self.tr("No bundled model was found: choose a model file."))]
         if not os.path.isfile(path):
-            return [checks.Problem(checks.MODEL, self.tr(f"The model file {path} does not exist."))]
+            return [
+                checks.Problem(
+                    checks.MODEL, self.tr("The model file {path} does not exist.").format(path=path)
+                )
+            ]
         try:
             self._card = modelcard.read_model_card(path)
         except modelcard.CardError as exc:
@@ -388,7 +400,12 @@ class CloudRemovalDock(QgsDockWidget):
         self.log_view.clear()
         self.progress_bar.setValue(0)
         self._set_status(self.tr("Running…"), "")
-        self._log("info", self.tr(f"Restoring '{optical.name()}' → {parameters[contract.OUTPUT]}"))
+        self._log(
+            "info",
+            self.tr("Restoring '{name}' → {output}").format(
+                name=optical.name(), output=parameters[contract.OUTPUT]
+            ),
+        )
         self._update_buttons()
         self._ticker.start()
         self._run.start()
@@ -425,7 +442,9 @@ class CloudRemovalDock(QgsDockWidget):
         restored = QgsRasterLayer(str(outputs.get(contract.OUTPUT, "")), name)
         if not restored.isValid():
             self._set_status(
-                self.tr(f"Failed: the restored file {outputs.get(contract.OUTPUT)} cannot be read."),
+                self.tr("Failed: the restored file {path} cannot be read.").format(
+                    path=outputs.get(contract.OUTPUT)
+                ),
                 _BLOCKING_STYLE,
             )
             return
@@ -433,7 +452,8 @@ class CloudRemovalDock(QgsDockWidget):
         mask_path = outputs.get(contract.MASK_OUTPUT)
         if mask_path and self.add_mask_check.isChecked():
             mask = QgsRasterLayer(
-                str(mask_path), self.tr(f"{self._run_inputs.get('optical_name')} (cloud mask)")
+                str(mask_path),
+                self.tr("{name} (cloud mask)").format(name=self._run_inputs.get("optical_name")),
             )
             if mask.isValid():
                 results.style_mask(mask)
@@ -442,8 +462,8 @@ class CloudRemovalDock(QgsDockWidget):
         results.add_above(self._project, restored, anchor)
         self.compare_panel.set_layer(restored)
         self.progress_bar.setValue(100)
-        self._set_status(self.tr(f"Done: added '{name}'."), "")
-        self._log("info", self.tr(f"Added '{name}' from {restored.source()}"))
+        self._set_status(self.tr("Done: added '{name}'.").format(name=name), "")
+        self._log("info", self.tr("Added '{name}' from {path}").format(name=name, path=restored.source()))
 
     # ---- display --------------------------------------------------------------------------------
 

@@ -1,0 +1,144 @@
+"""docs/screenshot.png: the real QGIS main window with the MMCANet dock and a restored real scene.
+
+Runs INSIDE QGIS desktop (`qgis.bin --code scripts/screenshot.py`); use scripts/screenshot.sh, which sets
+up Xvfb, a scratch profile and the Python path. Steps: load the georeferenced SEN12MS-CR scene
+(ROIs1868_summer_19_p30, S1 + cloudy S2) from ../shared/data, load the plugin as QGIS would
+(classFactory -> initGui), open the dock from its toolbar action, press Run, wait for the background task,
+then size the window, grab it and quit. Exit status 0 on success, 1 with a message otherwise.
+
+Environment: MMCANET_SCREENSHOT (output PNG, default docs/screenshot.png), MMCANET_SCREENSHOT_DATA
+(scene folder), MMCANET_MODEL (model file; default the bundled one), MMCANET_SCREENSHOT_TIMEOUT (s).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from qgis.core import QgsProject, QgsRasterLayer
+from qgis.PyQt.QtCore import Qt, QTimer
+from qgis.PyQt.QtWidgets import QDockWidget
+from qgis.utils import iface
+
+ROOT = Path(os.environ.get("MMCANET_ROOT", Path.cwd())).resolve()
+SCENE = "ROIs1868_summer_19_p30"
+DATA = Path(os.environ.get("MMCANET_SCREENSHOT_DATA", ROOT.parent / "shared" / "data" / "sen12mscr-georef"))
+OUTPUT = Path(os.environ.get("MMCANET_SCREENSHOT", ROOT / "docs" / "screenshot.png"))
+TIMEOUT_S = float(os.environ.get("MMCANET_SCREENSHOT_TIMEOUT", "480"))
+WINDOW = (1600, 1000)
+DOCK_WIDTH = 440
+LAYERS_WIDTH = 330
+
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+class Screenshot:
+    """A small state machine driven by QTimer, so QGIS's event loop keeps running between steps."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.plugin = None
+        self.dock = None
+
+    def start(self) -> None:
+        self._step(self.load_scene)
+
+    def load_scene(self) -> None:
+        from mmcanet_qgis.algorithms.styling import style_true_colour
+
+        project = QgsProject.instance()
+        s1 = QgsRasterLayer(str(DATA / f"{SCENE}_s1.tif"), f"{SCENE} S1 (VV, VH)")
+        s2 = QgsRasterLayer(str(DATA / f"{SCENE}_s2_cloudy.tif"), f"{SCENE} S2 cloudy")
+        for layer in (s1, s2):
+            if not layer.isValid():
+                raise RuntimeError(f"cannot load {layer.source()} (is ../shared/data there?)")
+        style_true_colour(s2)
+        project.addMapLayers([s2, s1])  # the cloudy optical image on top
+        iface.mapCanvas().setDestinationCrs(s2.crs())
+        iface.mapCanvas().setExtent(s2.extent())
+        self._step(self.open_dock)
+
+    def open_dock(self) -> None:
+        import mmcanet_qgis
+
+        self.plugin = mmcanet_qgis.classFactory(iface)
+        self.plugin.initGui()
+        self.plugin.action.trigger()  # the toolbar button / Raster menu entry
+        self.dock = self.plugin.dock
+        if self.dock is None:
+            raise RuntimeError("the plugin's action did not open the dock")
+        self.dock.device_combo.setCurrentText("cpu")
+        blocking = [p.message for p in self.dock.revalidate() if p.blocking]
+        if blocking:
+            raise RuntimeError("the dock refuses to run: " + "; ".join(blocking))
+        self._step(self.run)
+
+    def run(self) -> None:
+        if self.dock.run() is None:
+            raise RuntimeError("Run did not start")
+        self._step(self.wait_for_run, 500)
+
+    def wait_for_run(self) -> None:
+        if self.dock.is_running():
+            self._step(self.wait_for_run, 500)
+            return
+        status = self.dock.status_label.text()
+        if not status.startswith("Done"):
+            raise RuntimeError(
+                f"the restoration did not succeed: {status}\n{self.dock.log_view.toPlainText()}"
+            )
+        window = iface.mainWindow()
+        window.resize(*WINDOW)
+        for panel in window.findChildren(QDockWidget):
+            if panel.objectName() == "Browser":
+                panel.hide()  # more room for the map
+        layers_panel = next((p for p in window.findChildren(QDockWidget) if p.objectName() == "Layers"), None)
+        docks, widths = [self.dock], [DOCK_WIDTH]
+        if layers_panel is not None:
+            docks.append(layers_panel)
+            widths.append(LAYERS_WIDTH)
+        window.resizeDocks(docks, widths, Qt.Horizontal)
+        restored = self.dock.compare_panel.layer()
+        if restored is not None:
+            iface.setActiveLayer(restored)
+        iface.mapCanvas().refreshAllLayers()
+        self._step(self.grab, 3000)
+
+    def grab(self) -> None:
+        canvas = iface.mapCanvas()
+        if canvas.isDrawing():
+            self._step(self.grab, 500)
+            return
+        OUTPUT.parent.mkdir(parents=True, exist_ok=True)
+        if not iface.mainWindow().grab().save(str(OUTPUT), "PNG"):
+            raise RuntimeError(f"could not write {OUTPUT}")
+        print(f"screenshot: wrote {OUTPUT} in {time.monotonic() - self.started:.0f} s", flush=True)
+        self._quit(0)
+
+    def _step(self, method, delay_ms: int = 200) -> None:  # noqa: ANN001 - a bound method
+        def guarded() -> None:
+            if time.monotonic() - self.started > TIMEOUT_S:
+                print(f"screenshot: timed out after {TIMEOUT_S:.0f} s in {method.__name__}", file=sys.stderr)
+                self._quit(1)
+                return
+            try:
+                method()
+            except Exception:  # noqa: BLE001 - report anything and leave QGIS with a failure status
+                traceback.print_exc()
+                self._quit(1)
+
+        QTimer.singleShot(delay_ms, guarded)
+
+    @staticmethod
+    def _quit(code: int) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)  # QGIS would otherwise ask about the unsaved project or keep its window open
+
+
+_screenshot = Screenshot()
+_screenshot.start()
