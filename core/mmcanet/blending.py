@@ -1,10 +1,11 @@
 """Weighted blending of overlapping tiles into a strip buffer whose size does not depend on the scene height.
 
 Every tile's output is multiplied by a weight that is 1 in the tile's middle and falls off with a
-raised cosine over the ``taper`` pixels next to each side that has a neighbour; the weight stays > 0
-everywhere, so the normalised sum ``sum(w * y) / sum(w)`` is defined at every covered pixel. For two
-neighbours that overlap by exactly ``taper`` px the two ramps add up to 1 (a partition of unity), so
-blending never brightens or darkens the overlap and a model that returns its input is reproduced exactly.
+raised cosine over the ``taper`` pixels next to each side that has a neighbour, down to a tiny weight
+on the outermost pixels (where the model saw padding); the weight stays > 0 everywhere, so the
+normalised sum ``sum(w * y) / sum(w)`` is defined at every covered pixel. For two neighbours that
+overlap by exactly ``taper`` px the ramps add up to 1 (up to the tiny edge weight), so blending never
+brightens or darkens the overlap, and a model that returns its input is reproduced exactly.
 
 :class:`StripAccumulator` holds the weighted sums for one tile row's worth of raster rows (``rows x
 width``); rows that no later tile can touch are popped, written and forgotten.
@@ -18,27 +19,39 @@ import numpy as np
 
 from .tiling import Window
 
+EDGE_WEIGHT = 1e-3
+"""Weight of a tile's outermost ``margin`` pixels where a neighbour overlaps them (> 0, so never 0 / 0)."""
 
-def ramp(length: int, taper: int, start: bool, end: bool) -> np.ndarray:
+
+def ramp(length: int, taper: int, start: bool, end: bool, margin: int | None = None) -> np.ndarray:
     """1-D blending weight of a tile along one axis.
+
+    Models see zero/reflect padding at a tile's border, so their outermost pixels are the least
+    trustworthy: the first ``margin`` px of a ramp get a tiny weight (``EDGE_WEIGHT``), then a raised
+    cosine rises to 1 over the next ``taper - 2 * margin`` px. Two neighbours overlapping by ``taper``
+    px thus hand over smoothly in the middle of their overlap, each ignoring the other's border.
 
     Args:
         length: tile size along the axis (px).
-        taper: width of each ramp (px); 0 gives a flat weight.
+        taper: width of each ramp (px), normally the overlap; 0 gives a flat weight.
         start: taper at index 0 (there is a neighbour before).
         end: taper at index ``length - 1`` (there is a neighbour after).
+        margin: px at the border with the tiny weight; default ``taper // 4``.
 
     Returns:
-        float32 ``(length,)`` in (0, 1]: ``0.5 - 0.5 cos(pi * (i + 0.5) / taper)`` inside a ramp, else 1.
+        float32 ``(length,)`` in (0, 1].
     """
     w = np.ones(length, dtype=np.float64)
     if taper > 0:
+        m = taper // 4 if margin is None else max(0, min(margin, (taper - 1) // 2))
+        rise = taper - 2 * m
         i = np.arange(length, dtype=np.float64)
-        up = np.clip((i + 0.5) / taper, 0.0, 1.0)
+        up = np.clip((i - m + 0.5) / rise, 0.0, 1.0)
+        g = np.maximum(0.5 - 0.5 * np.cos(math.pi * up), EDGE_WEIGHT)
         if start:
-            w = np.minimum(w, 0.5 - 0.5 * np.cos(math.pi * up))
+            w = np.minimum(w, g)
         if end:
-            w = np.minimum(w, 0.5 - 0.5 * np.cos(math.pi * up[::-1]))
+            w = np.minimum(w, g[::-1])
     return w.astype(np.float32)
 
 

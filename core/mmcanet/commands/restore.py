@@ -1,0 +1,208 @@
+"""`mmcanet restore`: restore one scene, or a list of scenes in one process (sharded under torchrun)."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError, MMCANetError
+
+logger = logging.getLogger("mmcanet.restore")
+
+_DEFAULTS: dict[str, Any] = {}
+
+
+def _defaults() -> dict[str, Any]:
+    """RestoreOptions field defaults: the one source of the CLI's defaults."""
+    if not _DEFAULTS:
+        from ..engine import RestoreOptions
+
+        _DEFAULTS.update({f.name: f.default for f in fields(RestoreOptions)})
+    return _DEFAULTS
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``restore`` subcommand."""
+    d = _defaults()
+    p = subparsers.add_parser(
+        "restore",
+        help="remove clouds from a Sentinel-2 scene using Sentinel-1 SAR",
+        description=(
+            "Restore a cloudy Sentinel-2 scene (13-band L1C or 12-band L2A GeoTIFF/VRT) with a Sentinel-1 "
+            "scene (2 bands VV, VH, dB or linear; any grid overlapping the optical one). Writes a tiled, "
+            "compressed GeoTIFF on the optical grid. Defaults for tile size, overlap and strategy come "
+            "from the model card."
+        ),
+    )
+    io = p.add_argument_group("inputs and outputs")
+    io.add_argument("--sar", help="Sentinel-1 raster (VV, VH)")
+    io.add_argument("--optical", help="cloudy Sentinel-2 raster")
+    io.add_argument("--output", help="restored GeoTIFF to write")
+    io.add_argument("--cloud-mask", help="1-band cloud mask (non-zero = cloud/shadow); default: detected")
+    io.add_argument("--mask-output", help="also write the cloud mask used (uint8: 1 cloud, 0 clear, 255 nodata)")
+    io.add_argument("--confidence-output", help="also write the per-pixel mean absolute change in reflectance (float32)")
+    io.add_argument(
+        "--list",
+        metavar="FILE",
+        help="CSV/TSV with lines 'sar,optical,output[,cloud_mask]' (relative paths: relative to FILE); "
+        "restored in one process, and sharded across ranks under torchrun",
+    )
+    m = p.add_argument_group("model and processing")
+    m.add_argument("--model", help="model file (.safetensors); default: the bundled model")
+    m.add_argument("--strategy", help="progressive strategy (default: the model card's)")
+    m.add_argument("--device", default=d["device"], help="auto, cpu, cuda or cuda:N (default: %(default)s)")
+    m.add_argument("--tile-size", type=int, help="tile edge in px (default: the model card's)")
+    m.add_argument("--overlap", type=int, help="tile overlap in px (default: the model card's)")
+    m.add_argument("--batch-size", type=int, default=d["batch_size"], help="tiles per forward pass (default: %(default)s)")
+    m.add_argument(
+        "--keep-clear",
+        action=argparse.BooleanOptionalAction,
+        default=d["keep_clear"],
+        help="keep input pixels the cloud mask says are clear (default: %(default)s)",
+    )
+    m.add_argument("--sar-units", choices=("auto", "db", "linear"), default=d["sar_units"], help="default: %(default)s")
+    m.add_argument("--threads", type=int, help="CPU threads for torch (default: all CPUs of this process)")
+    m.add_argument("--gdal-cache-mb", type=int, default=256, help="GDAL block cache for this process (default: %(default)s)")
+    p.set_defaults(func=run)
+
+
+def shard(items: Sequence[Any], rank: int, world: int) -> list[Any]:
+    """Items of one rank: every ``world``-th item starting at ``rank`` (balanced to within one item)."""
+    if world < 1 or not 0 <= rank < world:
+        raise InputError(f"invalid RANK={rank} / WORLD_SIZE={world}")
+    return list(items[rank::world])
+
+
+def rank_and_world() -> tuple[int, int]:
+    """``(RANK, WORLD_SIZE)`` from the environment torchrun sets; ``(0, 1)`` otherwise."""
+    try:
+        return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        raise InputError("RANK / WORLD_SIZE environment variables must be integers") from None
+
+
+def read_list(path: str | os.PathLike[str]) -> list[tuple[str, str, str, str | None]]:
+    """Parse a scene list: ``sar, optical, output[, cloud_mask]`` per line (comma or tab separated).
+
+    Blank lines, ``#`` comments and a header line (``sar,optical,output``) are skipped; relative
+    paths are resolved against the list file's folder.
+
+    Raises:
+        InputError: naming the file and line for a malformed line, or when the file is missing/empty.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"scene list '{p}': file not found")
+    base = p.resolve().parent
+    jobs = []
+    with open(p, newline="", encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            text = line.strip()
+            if not text or text.startswith("#"):
+                continue
+            delim = "\t" if "\t" in text else ","
+            cols = [c.strip() for c in next(csv.reader([text], delimiter=delim))]
+            while cols and not cols[-1]:
+                cols.pop()
+            if [c.lower() for c in cols[:3]] == ["sar", "optical", "output"]:
+                continue
+            if len(cols) not in (3, 4) or not all(cols[:3]):
+                raise InputError(f"scene list '{p}', line {lineno}: expected 'sar,optical,output[,cloud_mask]', got {text!r}")
+            full = [str(base / c) if c and not os.path.isabs(c) else c for c in cols]
+            jobs.append((full[0], full[1], full[2], full[3] if len(full) == 4 and full[3] else None))
+    if not jobs:
+        raise InputError(f"scene list '{p}': no scenes in it")
+    return jobs
+
+
+def _progress(label: str) -> tuple[Callable[[float], None], Callable[[], None]]:
+    """A progress callable: a tqdm bar on a terminal, else a log line every 10%."""
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=1000, desc=label, unit="‰", file=sys.stderr, leave=True)
+
+        def update(f: float) -> None:
+            bar.update(int(f * 1000) - bar.n)
+
+        return update, bar.close
+    state = {"next": 0.1}
+
+    def log_line(f: float) -> None:
+        if f >= state["next"] or f >= 1.0:
+            logger.info("%s: %d%%", label, int(f * 100))
+            state["next"] = (int(f * 10) + 1) / 10
+
+    return log_line, lambda: None
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the subcommand; returns the exit code (0 when every scene was restored)."""
+    from ..devices import resolve_device
+    from ..engine import RestoreOptions, load_model_for, restore_scene
+    from ..raster_io import limit_gdal_cache
+
+    limit_gdal_cache(args.gdal_cache_mb)
+    common = {
+        "model": args.model,
+        "strategy": args.strategy,
+        "device": args.device,
+        "tile_size": args.tile_size,
+        "overlap": args.overlap,
+        "batch_size": args.batch_size,
+        "keep_clear": args.keep_clear,
+        "sar_units": args.sar_units,
+        "threads": args.threads,
+    }
+    if args.list:
+        if args.sar or args.optical or args.output or args.cloud_mask or args.mask_output or args.confidence_output:
+            raise InputError("--list cannot be combined with --sar/--optical/--output/--cloud-mask/--mask-output/--confidence-output")
+        rank, world = rank_and_world()
+        jobs = shard(read_list(args.list), rank, world)
+        prefix = f"[rank {rank}/{world}] " if world > 1 else ""
+        logger.info("%s%d scene(s) to restore", prefix, len(jobs))
+        if not jobs:
+            return 0
+        device = resolve_device(args.device, lambda m: logger.info("%s%s", prefix, m))
+        model = load_model_for(args.model, device)
+        failed = 0
+        for i, (sar, optical, output, mask) in enumerate(jobs, 1):
+            opts = RestoreOptions(sar=sar, optical=optical, output=output, cloud_mask=mask, **common)
+            update, close = _progress(f"{prefix}{i}/{len(jobs)} {Path(output).name}")
+            try:
+                restore_scene(opts, progress=update, log=lambda m: logger.info("%s%s", prefix, m), model=model)
+            except MMCANetError as exc:
+                failed += 1
+                logger.error("%s%s: %s", prefix, output, exc)
+            finally:
+                close()
+        if failed:
+            logger.error("%s%d of %d scene(s) failed", prefix, failed, len(jobs))
+        return 1 if failed else 0
+
+    missing = [flag for flag, v in (("--sar", args.sar), ("--optical", args.optical), ("--output", args.output)) if not v]
+    if missing:
+        raise InputError(f"missing {', '.join(missing)} (or give --list FILE)")
+    opts = RestoreOptions(
+        sar=args.sar,
+        optical=args.optical,
+        output=args.output,
+        cloud_mask=args.cloud_mask,
+        mask_output=args.mask_output,
+        confidence_output=args.confidence_output,
+        **common,
+    )
+    update, close = _progress(Path(args.output).name)
+    try:
+        result = restore_scene(opts, progress=update, log=logger.info)
+    finally:
+        close()
+    print(result.output)
+    return 0

@@ -1,0 +1,427 @@
+"""Raster input/output with osgeo.gdal: open with clear errors, read windows, write GeoTIFFs safely.
+
+QGIS loads its own GDAL; this module uses the same one (``osgeo.gdal``) so there is exactly one GDAL
+and one PROJ database in the process. It never changes GDAL's global state for the host application:
+it does not call ``gdal.UseExceptions()`` (works whether or not someone else did), does not touch the
+block cache size (see :func:`limit_gdal_cache`, which the CLI calls for its own process), and captures
+GDAL error messages through a thread-local error handler that is pushed and popped around each call.
+
+Outputs are written to a temporary file in the destination folder and renamed only on success
+(:class:`RasterWriter`), so a cancelled or failed run never leaves a partial file under the final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+from osgeo import gdal, gdal_array
+
+from .errors import InputError, MMCANetError
+from .tiling import Window
+
+T = TypeVar("T")
+
+_GDAL_TYPES: dict[np.dtype, int] = {
+    np.dtype(np.uint8): gdal.GDT_Byte,
+    np.dtype(np.uint16): gdal.GDT_UInt16,
+    np.dtype(np.int16): gdal.GDT_Int16,
+    np.dtype(np.float32): gdal.GDT_Float32,
+}
+_DEFAULT_GEOTRANSFORM = (0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+
+
+class _ErrorLog:
+    """Collects GDAL error/warning messages emitted on this thread while active."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def __call__(self, err_class: int, err_no: int, message: str) -> None:
+        if err_class >= gdal.CE_Warning:
+            self.messages.append(str(message).strip())
+
+    def last(self, default: str = "unknown GDAL error") -> str:
+        """The most recent error message (GDAL puts the most specific one last)."""
+        return self.messages[-1] if self.messages else default
+
+
+@contextlib.contextmanager
+def gdal_errors() -> Iterator[_ErrorLog]:
+    """Capture GDAL messages on this thread instead of printing them (the handler stack is thread-local)."""
+    log = _ErrorLog()
+    gdal.PushErrorHandler(log)
+    try:
+        yield log
+    finally:
+        gdal.PopErrorHandler()
+
+
+def gdal_call(fn: Callable[..., T], *args: Any, what: str, error: type[MMCANetError] = InputError, **kwargs: Any) -> T:
+    """Call a GDAL function and turn a failure (None / non-zero / RuntimeError) into a clear error.
+
+    Works both when GDAL exceptions are enabled (by the host or another plugin) and when they are not.
+
+    Args:
+        fn: the GDAL callable.
+        *args: its positional arguments.
+        what: the thing being worked on, for the message (e.g. ``"optical image '/x/s2.tif'"``).
+        error: exception class to raise.
+        **kwargs: its keyword arguments.
+
+    Returns:
+        Whatever ``fn`` returned.
+
+    Raises:
+        error: with ``what`` and GDAL's own message.
+    """
+    with gdal_errors() as log:
+        try:
+            result = fn(*args, **kwargs)
+        except RuntimeError as exc:  # gdal.UseExceptions() is on somewhere in the process
+            raise error(f"{what}: {exc}") from None
+    if result is None or (isinstance(result, int) and not isinstance(result, bool) and result != gdal.CE_None):
+        raise error(f"{what}: {log.last()}")
+    return result
+
+
+def limit_gdal_cache(megabytes: int) -> None:
+    """Cap GDAL's block cache for this process (default is 5% of RAM), unless GDAL_CACHEMAX is set.
+
+    Only for processes we own (the CLI, benchmarks): inside QGIS the cache is QGIS's setting.
+    """
+    if gdal.GetConfigOption("GDAL_CACHEMAX") or os.environ.get("GDAL_CACHEMAX"):
+        return
+    gdal.SetCacheMax(int(megabytes) * 1024 * 1024)
+
+
+@dataclass(frozen=True)
+class RasterInfo:
+    """What the engine needs to know about an input raster.
+
+    Attributes:
+        path: file path as given.
+        width: columns (px).
+        height: rows (px).
+        count: number of bands.
+        dtype: numpy dtype of band 1.
+        crs_wkt: projection WKT ('' when none).
+        geotransform: GDAL geotransform (the default ``(0, 1, 0, 0, 0, 1)`` when none).
+        georeferenced: a CRS, a non-default geotransform or GCPs are present.
+        nodata: per band nodata value (None when unset).
+        descriptions: per band description ('' when unset).
+    """
+
+    path: str
+    width: int
+    height: int
+    count: int
+    dtype: np.dtype
+    crs_wkt: str
+    geotransform: tuple[float, ...]
+    georeferenced: bool
+    nodata: tuple[float | None, ...]
+    descriptions: tuple[str, ...]
+
+
+def open_raster(path: str | os.PathLike[str], what: str) -> tuple[gdal.Dataset, RasterInfo]:
+    """Open a raster read-only and describe it.
+
+    Args:
+        path: file (or any GDAL dataset name, e.g. a VRT).
+        what: role for messages, e.g. ``"optical image"``.
+
+    Returns:
+        ``(dataset, info)``; keep the dataset referenced while using its bands.
+
+    Raises:
+        InputError: when the file is missing, unreadable or has no bands.
+    """
+    p = os.fspath(path)
+    label = f"{what} '{p}'"
+    if not p:
+        raise InputError(f"{what}: no path given")
+    if "://" not in p and not p.startswith("/vsi") and not os.path.exists(p):
+        raise InputError(f"{label}: file not found")
+    if os.path.isdir(p):
+        raise InputError(f"{label}: is a folder, expected a raster file")
+    ds = gdal_call(gdal.OpenEx, p, gdal.OF_RASTER | gdal.OF_READONLY, what=f"{label}: cannot be opened as a raster")
+    if ds.RasterCount < 1:
+        raise InputError(f"{label}: has no raster bands")
+    band = ds.GetRasterBand(1)
+    gt = tuple(float(v) for v in ds.GetGeoTransform(can_return_null=True) or _DEFAULT_GEOTRANSFORM)
+    wkt = ds.GetProjection() or ""
+    georef = bool(wkt) or gt != _DEFAULT_GEOTRANSFORM or ds.GetGCPCount() > 0
+    bands = [ds.GetRasterBand(i + 1) for i in range(ds.RasterCount)]
+    info = RasterInfo(
+        path=p,
+        width=ds.RasterXSize,
+        height=ds.RasterYSize,
+        count=ds.RasterCount,
+        dtype=np.dtype(gdal_array.GDALTypeCodeToNumericTypeCode(band.DataType) or np.float64),
+        crs_wkt=wkt,
+        geotransform=gt,
+        georeferenced=georef,
+        nodata=tuple(b.GetNoDataValue() for b in bands),
+        descriptions=tuple((b.GetDescription() or "").strip() for b in bands),
+    )
+    return ds, info
+
+
+def read_window(ds: gdal.Dataset, window: Window, what: str, bands: Sequence[int] | None = None) -> np.ndarray:
+    """Read a window of some bands.
+
+    Args:
+        ds: an open dataset.
+        window: pixels to read (inside the raster).
+        what: label for error messages (names the file).
+        bands: 1-based band numbers (default: all, in order).
+
+    Returns:
+        ``(len(bands), window.height, window.width)`` array in the file's data type.
+
+    Raises:
+        InputError: when GDAL cannot read the data (truncated or corrupt file).
+    """
+    band_list = list(bands) if bands is not None else list(range(1, ds.RasterCount + 1))
+    arr = gdal_call(
+        ds.ReadAsArray,
+        window.col_off,
+        window.row_off,
+        window.width,
+        window.height,
+        band_list=band_list,
+        what=f"{what}: cannot read pixels {window.col_off},{window.row_off} ({window.width}x{window.height})",
+    )
+    arr = np.asarray(arr)
+    if arr.ndim == 2:
+        arr = arr[None]
+    return arr
+
+
+def check_readable(ds: gdal.Dataset, what: str) -> None:
+    """Read the first and the last row block of every band, so a truncated file fails before any work.
+
+    Raises:
+        InputError: naming ``what`` when a read fails.
+    """
+    bx, by = ds.GetRasterBand(1).GetBlockSize()
+    w, h = ds.RasterXSize, ds.RasterYSize
+    bw, bh = min(w, max(1, bx), 512), min(h, max(1, by), 512)
+    for win in {Window(0, 0, bw, bh), Window(w - bw, h - bh, bw, bh)}:
+        read_window(ds, win, what)
+
+
+def _creation_options(dtype: np.dtype, block: int, width: int, height: int) -> list[str]:
+    predictor = "3" if dtype.kind == "f" else "2"
+    opts = ["COMPRESS=DEFLATE", f"PREDICTOR={predictor}", "BIGTIFF=IF_SAFER"]
+    if width >= 16 and height >= 16:
+        b = max(16, block // 16 * 16)
+        opts += ["TILED=YES", f"BLOCKXSIZE={b}", f"BLOCKYSIZE={b}"]
+    return opts
+
+
+def temp_path_for(path: Path) -> Path:
+    """Temporary file used while ``path`` is being written: same folder, hidden, process-specific."""
+    return path.with_name(f".{path.name}.partial-{os.getpid()}.tif")
+
+
+def check_writable(path: str | os.PathLike[str], what: str = "output") -> Path:
+    """Check that a GeoTIFF can be created at ``path`` (folder exists and is writable; not a folder).
+
+    Returns:
+        The absolute path.
+
+    Raises:
+        InputError: naming the output and the reason.
+    """
+    p = Path(os.fspath(path)).expanduser().absolute()
+    label = f"{what} '{os.fspath(path)}'"
+    if not os.fspath(path):
+        raise InputError(f"{what}: no path given")
+    if p.is_dir():
+        raise InputError(f"{label}: is a folder; give a file name such as {p / 'restored.tif'}")
+    if not p.parent.is_dir():
+        raise InputError(f"{label}: folder '{p.parent}' does not exist")
+    if not os.access(p.parent, os.W_OK | os.X_OK):
+        raise InputError(f"{label}: folder '{p.parent}' is not writable")
+    if p.exists() and not os.access(p, os.W_OK):
+        raise InputError(f"{label}: exists and is not writable")
+    return p
+
+
+class RasterWriter:
+    """A GeoTIFF written row block by row block to a temporary file, renamed on :meth:`commit`.
+
+    Rows must be written top to bottom (:meth:`write_rows`); they are buffered until a whole row of
+    output blocks is complete, written and flushed out of GDAL's cache, so memory stays at one
+    block row (``count * block * width`` values) whatever the raster height.
+
+    Args:
+        path: final file name.
+        width: columns (px).
+        height: rows (px).
+        count: bands.
+        dtype: numpy dtype of the pixels (uint8, uint16, int16 or float32).
+        geotransform: GDAL geotransform (None: none written).
+        crs_wkt: projection WKT ('' or None: none written).
+        nodata: nodata value for every band (None: none).
+        descriptions: per band descriptions.
+        tags: dataset metadata (``TIFFTAG_GDAL_METADATA``).
+        block: tile edge (px, multiple of 16).
+        what: label for messages.
+
+    Raises:
+        InputError: when the file cannot be created (naming ``what``).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        width: int,
+        height: int,
+        count: int,
+        dtype: np.dtype | type,
+        geotransform: Sequence[float] | None,
+        crs_wkt: str | None,
+        nodata: float | None,
+        descriptions: Sequence[str] = (),
+        tags: dict[str, str] | None = None,
+        block: int = 256,
+        what: str = "output",
+    ) -> None:
+        self.path = check_writable(path, what)
+        self.what = f"{what} '{os.fspath(path)}'"
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in _GDAL_TYPES:
+            raise ValueError(f"unsupported output dtype {self.dtype}")
+        self.width, self.height, self.count = width, height, count
+        self.tmp_path = temp_path_for(self.path)
+        self._ds: gdal.Dataset | None = None
+        self._done = False
+        self._next_row = 0
+        opts = _creation_options(self.dtype, block, width, height)
+        self._block_rows = block if any(o.startswith("BLOCKYSIZE") for o in opts) else max(1, min(height, 256))
+        driver = gdal.GetDriverByName("GTiff")
+        self._ds = gdal_call(
+            driver.Create,
+            str(self.tmp_path),
+            width,
+            height,
+            count,
+            _GDAL_TYPES[self.dtype],
+            options=opts,
+            what=f"{self.what}: cannot create a GeoTIFF in '{self.path.parent}'",
+        )
+        try:
+            if geotransform is not None:
+                self._ds.SetGeoTransform(list(geotransform))
+            if crs_wkt:
+                self._ds.SetProjection(crs_wkt)
+            for i in range(count):
+                band = self._ds.GetRasterBand(i + 1)
+                if nodata is not None:
+                    band.SetNoDataValue(float(nodata))
+                if i < len(descriptions) and descriptions[i]:
+                    band.SetDescription(str(descriptions[i]))
+            if tags:
+                self._ds.SetMetadata({str(k): str(v) for k, v in tags.items()})
+        except BaseException:
+            self.discard()
+            raise
+        self._pending = np.zeros((count, self._block_rows, width), dtype=self.dtype)
+        self._pending_row0 = 0
+        self._pending_rows = 0
+
+    def __enter__(self) -> RasterWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if not self._done:
+            self.discard()
+
+    def write_rows(self, row_off: int, data: np.ndarray) -> None:
+        """Append rows ``[row_off, row_off + n)``; ``row_off`` must continue where the last call ended.
+
+        Args:
+            row_off: first raster row of ``data``.
+            data: ``(count, n, width)`` array, cast to the file's dtype.
+        """
+        if row_off != self._next_row:
+            raise ValueError(f"rows must be written in order: expected row {self._next_row}, got {row_off}")
+        if data.shape[0] != self.count or data.shape[2] != self.width:
+            raise ValueError(f"data shape {data.shape} does not fit ({self.count}, n, {self.width})")
+        n = data.shape[1]
+        src = 0
+        while src < n:
+            take = min(n - src, self._block_rows - self._pending_rows)
+            self._pending[:, self._pending_rows : self._pending_rows + take] = data[:, src : src + take]
+            self._pending_rows += take
+            src += take
+            if self._pending_rows == self._block_rows or self._pending_row0 + self._pending_rows == self.height:
+                self._flush_pending()
+        self._next_row = row_off + n
+
+    def _flush_pending(self) -> None:
+        assert self._ds is not None
+        n = self._pending_rows
+        if n == 0:
+            return
+        for i in range(self.count):
+            band = self._ds.GetRasterBand(i + 1)
+            gdal_call(
+                band.WriteArray,
+                self._pending[i, :n],
+                0,
+                self._pending_row0,
+                what=f"{self.what}: write failed (disk full?)",
+                error=MMCANetError,
+            )
+        self._ds.FlushCache()  # write and release the finished blocks: memory stays flat
+        self._pending_row0 += n
+        self._pending_rows = 0
+
+    def commit(self) -> Path:
+        """Finish the file and move it to its final name (replacing an existing file).
+
+        Returns:
+            The final path.
+
+        Raises:
+            MMCANetError: when rows are missing or the file cannot be finished/renamed.
+        """
+        if self._next_row != self.height:
+            raise MMCANetError(f"{self.what}: only {self._next_row} of {self.height} rows were written")
+        self._flush_pending()
+        ds, self._ds = self._ds, None
+        if ds is not None:
+            with gdal_errors() as log:
+                ds.FlushCache()
+                ds = None  # closes the file
+            if any("error" in m.lower() for m in log.messages):
+                self.discard()
+                raise MMCANetError(f"{self.what}: could not be finished: {log.last()}")
+        try:
+            os.replace(self.tmp_path, self.path)
+            aux = Path(f"{self.tmp_path}.aux.xml")
+            if aux.exists():
+                os.replace(aux, Path(f"{self.path}.aux.xml"))
+        except OSError as exc:
+            self.discard()
+            raise MMCANetError(f"{self.what}: cannot replace the file ({exc}); is it open in another program?") from None
+        self._done = True
+        return self.path
+
+    def discard(self) -> None:
+        """Close and delete the temporary file (idempotent)."""
+        self._ds = None
+        self._done = True
+        for p in (self.tmp_path, Path(f"{self.tmp_path}.aux.xml")):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()

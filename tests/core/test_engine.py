@@ -1,0 +1,526 @@
+"""Full-scene engine: exact stitching, no seams, alignment, nodata, keep-clear, bad input, cancel, CLI.
+
+Models here are tiny local nn.Modules (identity, a 2-layer conv, constants) so every test runs in a
+second or two on a shared 2-core CPU; one test runs the real architecture with a tiny configuration.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasters
+import torch
+from mmcanet.bands import S1_BANDS, S2_BANDS_L1C
+from mmcanet.engine import B10_FILL_DN, RestoreOptions, restore_scene, restore_scene_with_model
+from mmcanet.errors import CancelledError, InputError, MMCANetError
+from mmcanet.normalization import Normalization
+from osgeo import gdal
+from torch import nn
+
+# ---------------------------------------------------------------------------------------------------
+# tiny models and card
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Card:
+    name: str = "test-model"
+    version: str = "0.0"
+    strategy: str = "single"
+    tile_size: int = 32
+    overlap: int = 8
+    s2_bands: tuple[str, ...] = S2_BANDS_L1C
+    s1_bands: tuple[str, ...] = S1_BANDS
+    normalization: Normalization = field(default_factory=Normalization)
+
+
+class Identity(nn.Module):
+    def forward(self, s2: torch.Tensor, s1: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return s2.clone()
+
+
+class SmallConv(nn.Module):
+    """Two 3x3 convolutions on S2+S1 (receptive field 5 px), residual on S2: zero padding shows at tile borders."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.c1 = nn.Conv2d(15, 8, 3, padding=1)
+        self.c2 = nn.Conv2d(8, 13, 3, padding=1)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+
+    def forward(self, s2: torch.Tensor, s1: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return s2 + 0.1 * torch.tanh(self.c2(torch.relu(self.c1(torch.cat([s2, s1], 1)))))
+
+
+class Constant(nn.Module):
+    def __init__(self, value: float = 0.5) -> None:
+        super().__init__()
+        self.value = value
+
+    def forward(self, s2: torch.Tensor, s1: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.full_like(s2, self.value)
+
+
+class SarEcho(nn.Module):
+    """Every output band = normalised VV: shows which SAR pixels reached the model."""
+
+    def forward(self, s2: torch.Tensor, s1: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return s1[:, :1].expand_as(s2).clone()
+
+
+class Recorder(nn.Module):
+    """Identity that keeps the inputs it saw."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
+
+    def forward(self, s2: torch.Tensor, s1: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        self.seen.append((s2.clone(), s1.clone(), None if mask is None else mask.clone()))
+        return s2.clone()
+
+
+def run(model: nn.Module, s1: Path, s2: Path, out: Path, card: Card | None = None, **kw) -> object:  # noqa: ANN003
+    return restore_scene_with_model(model, card or Card(), RestoreOptions(sar=s1, optical=s2, output=out, **kw))
+
+
+def files(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+# ---------------------------------------------------------------------------------------------------
+# stitching
+# ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "tile", "overlap"),
+    [(77, 101, 32, 8), (20, 13, 32, 8), (5, 7, 16, 4), (33, 17, 16, 0), (64, 64, 32, 16)],
+)
+def test_identity_model_reproduces_input_exactly(make_s2, make_s1, tmp_path: Path, height, width, tile, overlap) -> None:  # noqa: ANN001
+    s2, s1 = make_s2(height=height, width=width), make_s1(height=height, width=width)
+    res = run(Identity(), s1, s2, tmp_path / "out.tif", keep_clear=False, tile_size=tile, overlap=overlap)
+    np.testing.assert_array_equal(rasters.read(res.output), rasters.read(s2))
+    assert res.tiles == res.tiles_run >= 1
+
+
+def test_two_tilings_agree_no_seams(make_s2, make_s1, tmp_path: Path) -> None:  # noqa: ANN001
+    """A conv model restored with two different tilings gives nearly the untiled image; hard tiles would not."""
+    h, w = 150, 130
+    s2, s1 = make_s2(height=h, width=w), make_s1(height=h, width=w)
+    model = SmallConv()
+    outs = {}
+    for name, tile, ov in (("whole", 256, 0), ("a", 48, 16), ("b", 64, 24), ("hard", 48, 0)):
+        res = run(model, s1, s2, tmp_path / f"{name}.tif", keep_clear=False, tile_size=tile, overlap=ov)
+        outs[name] = rasters.read(res.output).astype(np.float64)
+        assert res.tiles == 1 if name == "whole" else res.tiles > 4
+    ref = outs["whole"]
+    for name in ("a", "b"):
+        diff = np.abs(outs[name] - ref)
+        assert diff.mean() < 0.5 and diff.max() <= 10, (name, diff.mean(), diff.max())  # DN on a 0-10000 scale
+    assert np.abs(outs["a"] - outs["b"]).max() <= 10
+    assert np.abs(outs["hard"] - ref).max() > 100  # the test can see seams: unblended tiles show them
+
+
+# ---------------------------------------------------------------------------------------------------
+# alignment
+# ---------------------------------------------------------------------------------------------------
+
+
+def _linear_sar(gt: tuple[float, ...], height: int, width: int, to_utm=None) -> np.ndarray:  # noqa: ANN001
+    """VV, VH (dB) as linear functions of UTM easting/northing, sampled at pixel centres of grid ``gt``."""
+    cols, rows = np.meshgrid(np.arange(width) + 0.5, np.arange(height) + 0.5)
+    x = gt[0] + cols * gt[1]
+    y = gt[3] + rows * gt[5]
+    if to_utm is not None:
+        x, y = to_utm(x, y)
+    vv = -20 + (x - 600000) / 100.0 + (5000000 - y) / 200.0  # -20 .. about -8 dB over the test area
+    vh = vv - 7
+    return np.stack([vv, vh]).astype(np.float32)
+
+
+def _opt_grid_vv(height: int, width: int) -> np.ndarray:
+    return _linear_sar(rasters.default_geotransform(), height, width)[0]
+
+
+def test_sar_on_coarser_shifted_grid_is_aligned(make_s2, tmp_path: Path) -> None:  # noqa: ANN001
+    h, w = 60, 70
+    s2 = make_s2(height=h, width=w)
+    gt = (600000.0 - 37.0, 20.0, 0.0, 5000000.0 + 23.0, 0.0, -20.0)  # 20 m pixels, shifted, covers the optical
+    sar = rasters.write_s1(tmp_path / "s1.tif", 40, 40, array=_linear_sar(gt, 40, 40), geotransform=gt)
+    res = run(SarEcho(), sar, s2, tmp_path / "out.tif", keep_clear=False)
+    assert res.sar_warped and res.sar_coverage == pytest.approx(1.0)
+    out = rasters.read(res.output)[0].astype(np.float64) / 10000  # VV normalised to [0, 1] over [-25, 0] dB
+    expected = (_opt_grid_vv(h, w) + 25) / 25
+    np.testing.assert_allclose(out[2:-2, 2:-2], expected[2:-2, 2:-2], atol=2e-4)  # bilinear is exact on a plane
+
+
+def test_sar_in_geographic_crs_is_reprojected(make_s2, tmp_path: Path) -> None:  # noqa: ANN001
+    from osgeo import osr
+
+    h, w = 50, 60
+    s2 = make_s2(height=h, width=w)
+    utm, geo = osr.SpatialReference(), osr.SpatialReference()
+    utm.ImportFromEPSG(32631)
+    geo.ImportFromEPSG(4326)
+    for s in (utm, geo):
+        s.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    to_geo = osr.CoordinateTransformation(utm, geo)
+    to_utm = osr.CoordinateTransformation(geo, utm)
+    lon0, lat0, _ = to_geo.TransformPoint(600000.0 - 100, 5000000.0 + 100)
+    lon1, lat1, _ = to_geo.TransformPoint(600000.0 + w * 10 + 100, 5000000.0 - h * 10 - 100)
+    sw, sh = 80, 70
+    gt = (lon0, (lon1 - lon0) / sw, 0.0, lat0, 0.0, (lat1 - lat0) / sh)
+
+    def conv(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        pts = np.array(to_utm.TransformPoints(np.stack([x.ravel(), y.ravel()], 1)))
+        return pts[:, 0].reshape(x.shape), pts[:, 1].reshape(x.shape)
+
+    sar = rasters.write_s1(tmp_path / "s1.tif", sh, sw, array=_linear_sar(gt, sh, sw, conv), geotransform=gt, epsg=4326)
+    res = run(SarEcho(), sar, s2, tmp_path / "out.tif", keep_clear=False)
+    assert res.sar_warped
+    out = rasters.read(res.output)[0].astype(np.float64) / 10000
+    np.testing.assert_allclose(out[2:-2, 2:-2], ((_opt_grid_vv(h, w) + 25) / 25)[2:-2, 2:-2], atol=2e-3)
+
+
+def test_optical_in_geographic_crs_works(tmp_path: Path) -> None:
+    gt = (4.0, 0.0001, 0.0, 45.0, 0.0, -0.0001)  # ~10 m pixels in EPSG:4326
+    s2 = rasters.write_s2(tmp_path / "s2.tif", 40, 50, epsg=4326, geotransform=gt)
+    s1 = rasters.write_s1(tmp_path / "s1.tif", 40, 50, epsg=4326, geotransform=gt)
+    res = run(Identity(), s1, s2, tmp_path / "out.tif", keep_clear=False)
+    ds = gdal.Open(str(res.output))
+    assert ds.GetGeoTransform() == pytest.approx(gt) and "4326" in ds.GetProjection()
+    np.testing.assert_array_equal(rasters.read(res.output), rasters.read(s2))
+
+
+def test_partial_overlap_restores_intersection_rest_nodata(make_s2, tmp_path: Path) -> None:  # noqa: ANN001
+    h, w = 40, 60
+    s2 = make_s2(height=h, width=w)
+    gt = (600000.0 + 300.0, 10.0, 0.0, 5000000.0, 0.0, -10.0)  # SAR starts at column 30
+    sar = rasters.write_s1(tmp_path / "s1.tif", h, 60, geotransform=gt)
+    logs: list[str] = []
+    res = restore_scene_with_model(
+        Identity(), Card(), RestoreOptions(sar=sar, optical=s2, output=tmp_path / "o.tif", keep_clear=False), log=logs.append
+    )
+    out, src = rasters.read(res.output), rasters.read(s2)
+    assert (out[:, :, :29] == 0).all()  # outside the SAR: nodata
+    np.testing.assert_array_equal(out[:, :, 31:], src[:, :, 31:])
+    assert res.sar_coverage == pytest.approx(0.5, abs=0.02) and any("50%" in m for m in logs)
+
+
+def test_no_georeferencing_same_size_warns(make_s2, make_s1, tmp_path: Path) -> None:  # noqa: ANN001
+    s2 = make_s2(height=30, width=30, epsg=None)
+    s1 = make_s1(height=30, width=30, epsg=None)
+    res = run(Identity(), s1, s2, tmp_path / "o.tif", keep_clear=False)
+    assert any("no georeferencing" in w for w in res.warnings)
+    np.testing.assert_array_equal(rasters.read(res.output), rasters.read(s2))
+
+
+# ---------------------------------------------------------------------------------------------------
+# bad input: clear message naming the input, nothing written
+# ---------------------------------------------------------------------------------------------------
+
+
+def _bad_cases(tmp: Path) -> dict[str, tuple[dict, str]]:
+    good_s2 = rasters.write_s2(tmp / "s2.tif", 30, 30)
+    good_s1 = rasters.write_s1(tmp / "s1.tif", 30, 30)
+    rgb = rasters.write_raster(tmp / "rgb.tif", np.ones((3, 30, 30), np.uint8), geotransform=rasters.default_geotransform())
+    corrupt = tmp / "corrupt.tif"
+    corrupt.write_bytes(b"II*\x00" + b"garbage" * 50)
+    far = rasters.write_s1(tmp / "far.tif", 30, 30, geotransform=rasters.default_geotransform(origin=(700000.0, 5100000.0)))
+    small = rasters.write_s1(tmp / "small_nogeo.tif", 20, 20, epsg=None)
+    mask3 = rasters.write_raster(tmp / "mask3.tif", np.zeros((3, 30, 30), np.uint8), geotransform=rasters.default_geotransform())
+    (tmp / "adir").mkdir()
+    base = {"sar": good_s1, "optical": good_s2, "output": tmp / "out" / "o.tif"}
+    (tmp / "out").mkdir()
+    return {
+        "optical 3-band RGB": ({"optical": rgb}, "optical image '.*rgb.tif' has 3 band"),
+        "SAR given a 13-band image": ({"sar": good_s2}, "SAR image '.*s2.tif' has 13 band.*Sentinel-2"),
+        "missing optical": ({"optical": tmp / "nope.tif"}, "optical image '.*nope.tif': file not found"),
+        "missing SAR": ({"sar": tmp / "nope1.tif"}, "SAR image '.*nope1.tif': file not found"),
+        "corrupt SAR": ({"sar": corrupt}, "SAR image '.*corrupt.tif'"),
+        "not overlapping": ({"sar": far}, "SAR image '.*far.tif' and optical image '.*s2.tif' do not overlap"),
+        "no georef, other size": ({"sar": small}, "SAR image '.*small_nogeo.tif' has no georeferencing"),
+        "output folder missing": ({"output": tmp / "missing" / "o.tif"}, "output '.*missing/o.tif': folder"),
+        "output is a folder": ({"output": tmp / "adir"}, "output '.*adir': is a folder"),
+        "output is an input": ({"output": good_s2}, "is also an input"),
+        "3-band cloud mask": ({"cloud_mask": mask3}, "cloud mask '.*mask3.tif' has 3 bands"),
+        "bad sar units": ({"sar_units": "watts"}, "SAR units 'watts'"),
+        "tile size too small": ({"tile_size": 4}, "tile size 4"),
+        "overlap too large": ({"tile_size": 32, "overlap": 20}, "overlap 20"),
+        "bad strategy": ({"strategy": "magic"}, "strategy 'magic'"),
+    } | {"__base__": (base, "")}
+
+
+def test_bad_input_matrix(tmp_path: Path) -> None:
+    cases = _bad_cases(tmp_path)
+    base = cases.pop("__base__")[0]
+    before = files(tmp_path)
+    for name, (change, pattern) in cases.items():
+        opts = RestoreOptions(**(base | change))
+        with pytest.raises(InputError, match=pattern):
+            restore_scene_with_model(Identity(), Card(), opts)
+        assert files(tmp_path) == before, name
+        assert files(tmp_path / "out") == [], name
+
+
+def test_model_band_mismatch(make_s2, make_s1, tmp_path: Path) -> None:  # noqa: ANN001
+    card = Card(s2_bands=(*S2_BANDS_L1C[:-1], "B13"))
+    with pytest.raises(InputError, match="model 'test-model' expects bands .* has no B13"):
+        run(Identity(), make_s1(), make_s2(), tmp_path / "o.tif", card=card)
+    assert not (tmp_path / "o.tif").exists()
+
+
+def test_cancel_leaves_no_file(make_s2, make_s1, tmp_path: Path) -> None:  # noqa: ANN001
+    s2, s1 = make_s2(height=70, width=70), make_s1(height=70, width=70)
+    before = files(tmp_path)
+    calls = []
+
+    def cancel() -> bool:
+        calls.append(1)
+        return len(calls) > 2
+
+    with pytest.raises(CancelledError):
+        restore_scene_with_model(
+            Identity(), Card(), RestoreOptions(sar=s1, optical=s2, output=tmp_path / "o.tif", mask_output=tmp_path / "m.tif"),
+            is_canceled=cancel,
+        )
+    assert files(tmp_path) == before
+
+
+def test_model_error_leaves_no_file(make_s2, make_s1, tmp_path: Path) -> None:  # noqa: ANN001
+    class Broken(nn.Module):
+        def forward(self, s2: torch.Tensor, s1: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+            return s2[:, :3]
+
+    s2, s1 = make_s2(), make_s1()
+    before = files(tmp_path)
+    with pytest.raises(MMCANetError, match="returned"):
+        run(Broken(), s1, s2, tmp_path / "o.tif", keep_clear=False)
+    assert files(tmp_path) == before
+
+
+# ---------------------------------------------------------------------------------------------------
+# nodata, keep-clear, units, L2A, outputs
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_nodata_in_either_input_gives_nodata_never_nan(tmp_path: Path) -> None:
+    h, w = 40, 50
+    arr = rasters.s2_array(h, w)
+    arr[:, :5, :] = 0  # optical nodata rows
+    s2 = rasters.write_s2(tmp_path / "s2.tif", h, w, array=arr)
+    sar_arr = rasters.s1_array(h, w)
+    sar_arr[0, 20:25, 10:20] = np.nan  # SAR gap
+    s1 = rasters.write_s1(tmp_path / "s1.tif", h, w, array=sar_arr)
+    res = run(Constant(0.3), s1, s2, tmp_path / "o.tif", keep_clear=False,
+              mask_output=tmp_path / "m.tif", confidence_output=tmp_path / "c.tif")
+    out = rasters.read(res.output)
+    assert (out[:, :5] == 0).all() and (out[:, 20:25, 10:20] == 0).all()
+    assert (out[:, 5:20] == 3000).all()
+    mask, change = rasters.read(res.mask_output)[0], rasters.read(res.confidence_output)[0]
+    assert (mask[:5] == 255).all() and (mask[20:25, 10:20] == 255).all() and set(np.unique(mask)) <= {0, 1, 255}
+    assert np.isfinite(change).all() and (change[:5] == -1).all() and (change[5:20] >= 0).all()
+    assert res.nodata_fraction == pytest.approx((5 * w + 50) / (h * w))
+
+
+def test_keep_clear_with_given_mask(tmp_path: Path) -> None:
+    h, w = 40, 60
+    s2 = rasters.write_s2(tmp_path / "s2.tif", h, w)
+    s1 = rasters.write_s1(tmp_path / "s1.tif", h, w)
+    m = np.zeros((h, w), np.uint8)
+    m[10:30, 20:40] = 1
+    mask = rasters.write_raster(tmp_path / "mask.tif", m, geotransform=rasters.default_geotransform())
+    rec = Recorder()
+    res = restore_scene_with_model(
+        Constant(0.5), Card(), RestoreOptions(sar=s1, optical=s2, output=tmp_path / "o.tif", cloud_mask=mask, feather=2)
+    )
+    out, src = rasters.read(res.output), rasters.read(s2)
+    assert (out[:, 10:30, 20:40] == 5000).all()  # cloud: restored
+    far = np.ones((h, w), bool)
+    far[6:34, 16:44] = False  # beyond the feathered edge (2 * radius px)
+    np.testing.assert_array_equal(out[:, far], src[:, far])  # clear: kept exactly
+    edge = out[:, 10:30, 17].astype(float)  # inside the feather ramp: between input and restored
+    assert ((edge > np.minimum(src[:, 10:30, 17], 5000) - 1) & (edge < np.maximum(src[:, 10:30, 17], 5000) + 1)).all()
+    assert res.cloud_mask_source == "given"
+    assert res.cloud_fraction == pytest.approx(400 / (h * w))
+    # the model receives the mask
+    restore_scene_with_model(rec, Card(), RestoreOptions(sar=s1, optical=s2, output=tmp_path / "r.tif", cloud_mask=mask))
+    assert rec.seen and rec.seen[0][2] is not None and rec.seen[0][2].shape[1] == 1
+
+
+def test_keep_clear_skips_clear_tiles(tmp_path: Path) -> None:
+    h, w = 64, 128
+    s2 = rasters.write_s2(tmp_path / "s2.tif", h, w)
+    s1 = rasters.write_s1(tmp_path / "s1.tif", h, w)
+    m = np.zeros((h, w), np.uint8)
+    m[5:10, 5:10] = 1
+    mask = rasters.write_raster(tmp_path / "mask.tif", m, geotransform=rasters.default_geotransform())
+    res = run(Constant(0.5), s1, s2, tmp_path / "o.tif", cloud_mask=mask)
+    assert 0 < res.tiles_run < res.tiles
+
+
+def test_linear_sar_detected_and_converted(tmp_path: Path) -> None:
+    h, w = 30, 40
+    s2 = rasters.write_s2(tmp_path / "s2.tif", h, w)
+    db = rasters.write_s1(tmp_path / "db.tif", h, w)
+    lin = rasters.write_s1(tmp_path / "lin.tif", h, w, linear=True)
+    a = run(SarEcho(), db, s2, tmp_path / "a.tif", keep_clear=False)
+    b = run(SarEcho(), lin, s2, tmp_path / "b.tif", keep_clear=False)
+    c = run(SarEcho(), lin, s2, tmp_path / "c.tif", keep_clear=False, sar_units="db")
+    assert (a.sar_units, b.sar_units, c.sar_units) == ("db", "linear", "db")
+    assert np.abs(rasters.read(a.output).astype(int) - rasters.read(b.output)).max() <= 1
+    assert np.abs(rasters.read(a.output).astype(int) - rasters.read(c.output)).max() > 100
+
+
+def test_l2a_twelve_bands_in_twelve_out(tmp_path: Path) -> None:
+    s2 = rasters.write_s2(tmp_path / "s2.tif", 30, 40, level="L2A")
+    s1 = rasters.write_s1(tmp_path / "s1.tif", 30, 40)
+    rec = Recorder()
+    res = run(rec, s1, s2, tmp_path / "o.tif", keep_clear=False)
+    out = rasters.read(res.output)
+    assert out.shape[0] == 12
+    np.testing.assert_array_equal(out, rasters.read(s2))
+    seen = rec.seen[0][0]
+    assert seen.shape[1] == 13 and torch.allclose(seen[:, 10], torch.tensor(B10_FILL_DN / 10000))
+    assert any("Level-2A" in w for w in res.warnings)
+    ds = gdal.Open(str(res.output))
+    assert [ds.GetRasterBand(i + 1).GetDescription() for i in range(12)] == [b for b in S2_BANDS_L1C if b != "B10"]
+
+
+def test_output_metadata_and_progress(make_s2, make_s1, tmp_path: Path) -> None:  # noqa: ANN001
+    seen: list[float] = []
+    res = restore_scene_with_model(
+        Identity(), Card(), RestoreOptions(sar=make_s1(), optical=make_s2(), output=tmp_path / "o.tif"), progress=seen.append
+    )
+    assert seen[0] == 0.0 and seen[-1] == 1.0 and seen == sorted(seen) and len(seen) > 3
+    ds = gdal.Open(str(res.output))
+    md = ds.GetMetadata()
+    assert md["MMCANET_MODEL"] == "test-model" and md["MMCANET_STRATEGY"] == "single" and "MMCANET_VERSION" in md
+    assert ds.GetMetadataItem("COMPRESSION", "IMAGE_STRUCTURE") == "DEFLATE"
+    assert ds.GetRasterBand(9).GetDescription() == "B8A" and ds.GetRasterBand(1).GetNoDataValue() == 0
+    assert ds.GetRasterBand(1).DataType == gdal.GDT_UInt16
+    assert ds.GetGeoTransform() == rasters.default_geotransform()
+    assert not math.isnan(res.cloud_fraction)
+
+
+# ---------------------------------------------------------------------------------------------------
+# devices
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_resolve_device() -> None:
+    from mmcanet.devices import resolve_device
+
+    logs: list[str] = []
+    assert resolve_device("cpu", logs.append).type == "cpu"
+    dev = resolve_device("auto", logs.append)
+    assert logs[-1].startswith(f"device: {dev.type}")
+    with pytest.raises(InputError, match="unknown"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        assert "CUDA is not available" in logs[-1]
+        with pytest.raises(InputError, match="device 'cuda'"):
+            resolve_device("cuda")
+
+
+# ---------------------------------------------------------------------------------------------------
+# real architecture, model file and CLI
+# ---------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_model_file(tmp_path: Path) -> Path:
+    modelfile = pytest.importorskip("mmcanet.modelfile")
+    pytest.importorskip("mmcanet.models")
+    card = modelfile.ModelCard(name="tiny", config={"widths": [8, 8, 8, 8], "heads": 2, "window": 4},
+                               tile_size=32, overlap=8)
+    torch.manual_seed(0)
+    model = modelfile.build_from_card(card)
+    return modelfile.save_model(tmp_path / "tiny.safetensors", model, card)
+
+
+def test_real_architecture_through_restore_scene(make_s2, make_s1, tiny_model_file: Path, tmp_path: Path) -> None:  # noqa: ANN001
+    s2, s1 = make_s2(height=40, width=50), make_s1(height=40, width=50)
+    res = restore_scene(RestoreOptions(sar=s1, optical=s2, output=tmp_path / "o.tif", model=tiny_model_file, device="cpu"))
+    out = rasters.read(res.output)
+    assert out.shape == (13, 40, 50) and res.model_name == "tiny" and res.tiles_run >= 1
+    res2 = restore_scene(RestoreOptions(sar=s1, optical=s2, output=tmp_path / "o2.tif", model=tiny_model_file,
+                                        device="cpu", strategy="iterative"))
+    assert res2.strategy == "iterative"
+
+
+def test_cli_single_and_list(make_s2, make_s1, tiny_model_file: Path, tmp_path: Path, monkeypatch, capsys) -> None:  # noqa: ANN001
+    from mmcanet.cli import main
+
+    s2, s1 = make_s2(height=30, width=30), make_s1(height=30, width=30)
+    rc = main(["restore", "--sar", str(s1), "--optical", str(s2), "--output", str(tmp_path / "cli.tif"),
+               "--model", str(tiny_model_file), "--device", "cpu", "--no-keep-clear", "--tile-size", "16", "--overlap", "4"])
+    assert rc == 0 and (tmp_path / "cli.tif").exists()
+    lst = tmp_path / "scenes.csv"
+    lst.write_text("sar,optical,output\n# comment\ns1.tif,s2.tif,l1.tif\n\ns1.tif\ts2.tif\tl2.tif\n")
+    rc = main(["restore", "--list", str(lst), "--model", str(tiny_model_file), "--device", "cpu"])
+    assert rc == 0 and (tmp_path / "l1.tif").exists() and (tmp_path / "l2.tif").exists()
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    (tmp_path / "l1.tif").unlink()
+    (tmp_path / "l2.tif").unlink()
+    assert main(["restore", "--list", str(lst), "--model", str(tiny_model_file), "--device", "cpu"]) == 0
+    assert not (tmp_path / "l1.tif").exists() and (tmp_path / "l2.tif").exists()  # rank 1 of 2: second line only
+    assert main(["restore", "--sar", str(s1), "--optical", str(tmp_path / "missing.tif"), "--output",
+                 str(tmp_path / "x.tif"), "--model", str(tiny_model_file)]) == 1
+    assert "missing.tif" in capsys.readouterr().err
+
+
+def test_shard_balanced() -> None:
+    from mmcanet.commands.restore import shard
+
+    items = list(range(10))
+    parts = [shard(items, r, 3) for r in range(3)]
+    assert sorted(sum(parts, [])) == items and [len(p) for p in parts] == [4, 3, 3]
+    with pytest.raises(InputError):
+        shard(items, 3, 3)
+
+
+# ---------------------------------------------------------------------------------------------------
+# real data (../shared/data), skipped when absent
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_real_georeferenced_scene(shared_data: Path, tmp_path: Path) -> None:
+    d = shared_data / "sen12mscr-georef"
+    s1, s2 = d / "ROIs1868_summer_19_p30_s1.tif", d / "ROIs1868_summer_19_p30_s2_cloudy.tif"
+    res = restore_scene_with_model(
+        SmallConv(), Card(tile_size=128, overlap=32),
+        RestoreOptions(sar=s1, optical=s2, output=tmp_path / "o.tif", mask_output=tmp_path / "m.tif"),
+    )
+    out, src = rasters.read(res.output), rasters.read(s2)
+    assert out.shape == src.shape == (13, 256, 256) and not res.sar_warped
+    mask = rasters.read(res.mask_output)[0] == 1
+    assert 0 < mask.mean() < 1 and res.cloud_mask_source == "detected"
+    near = np.pad(mask, 5)
+    near = np.max([near[dy : dy + 256, dx : dx + 256] for dy in range(11) for dx in range(11)], axis=0)
+    np.testing.assert_array_equal(out[:, ~near], src[:, ~near])  # beyond the feathered edge: input kept
+    assert (out[:, mask] != src[:, mask]).any()
+    ds_in, ds_out = gdal.Open(str(s2)), gdal.Open(str(res.output))
+    assert ds_out.GetGeoTransform() == ds_in.GetGeoTransform() and ds_out.GetProjection() == ds_in.GetProjection()
+
+
+def test_real_triplet_without_georeferencing(shared_data: Path, tmp_path: Path) -> None:
+    d = shared_data / "sen12mscr-triplets"
+    res = restore_scene_with_model(
+        Identity(), Card(tile_size=128, overlap=32),
+        RestoreOptions(sar=d / "1302_s1.tif", optical=d / "1302_s2_cloudy.tif", output=tmp_path / "o.tif",
+                       cloud_mask=d / "1302_cloudmask.tif"),
+    )
+    assert any("no georeferencing" in w for w in res.warnings) and res.cloud_mask_source == "given"
+    out, src = rasters.read(res.output), rasters.read(d / "1302_s2_cloudy.tif")
+    valid = out.any(axis=0)
+    np.testing.assert_array_equal(out[:, valid], np.clip(src[:, valid], 0, 10000))
