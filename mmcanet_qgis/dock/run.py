@@ -18,6 +18,15 @@ from qgis.PyQt.QtCore import QElapsedTimer, QObject, pyqtSignal
 
 SUCCEEDED, FAILED, CANCELLED = "succeeded", "failed", "cancelled"
 
+_ACTIVE: set[RestoreRun] = set()
+"""Runs in progress. The task manager holds the task, which points at the run's context and feedback:
+they must live until the task ends, even when the dock that started it is deleted (plugin unloaded)."""
+
+
+def active_runs() -> int:
+    """How many restorations are in progress (any dock)."""
+    return len(_ACTIVE)
+
 
 @dataclass
 class RunOutcome:
@@ -107,6 +116,7 @@ class RestoreRun(QObject):
         )
         self._task.executed.connect(self._on_executed)
         self._task.taskTerminated.connect(lambda: self._finish(False, {}))
+        _ACTIVE.add(self)
         QgsApplication.taskManager().addTask(self._task)
 
     def cancel(self) -> None:
@@ -141,6 +151,7 @@ class RestoreRun(QObject):
             else:
                 outcome = RunOutcome(FAILED, error=plain_error(self._feedback.errors), elapsed_s=elapsed)
         self._task = None
+        _ACTIVE.discard(self)
         self.finished.emit(outcome)
 
     def _remove_created_outputs(self) -> None:

@@ -54,6 +54,7 @@ class CloudRemovalDock(QgsDockWidget):
         self._algorithm = contract.find_algorithm()
         self._spec = AlgorithmSpec.from_algorithm(self._algorithm) if self._algorithm is not None else None
         self._run: RestoreRun | None = None
+        self._cancel_on_destroy: Any = None
         self._run_inputs: dict[str, str] = {}
         self._card: Any = None  # mmcanet.modelfile.ModelCard of the chosen model, when readable
         self._loading = True
@@ -393,8 +394,8 @@ class CloudRemovalDock(QgsDockWidget):
         parameters, created = self.build_parameters()
         os.makedirs(os.path.dirname(parameters[contract.OUTPUT]) or ".", exist_ok=True)
         self._run_inputs = {"optical_id": optical.id(), "optical_name": optical.name()}
-        self._run = RestoreRun(self._algorithm, parameters, self._project, created, parent=self)
-        self._run.progress.connect(lambda value: self.progress_bar.setValue(round(value)))
+        self._run = RestoreRun(self._algorithm, parameters, self._project, created)
+        self._run.progress.connect(self._show_progress)
         self._run.logged.connect(self._log)
         self._run.finished.connect(self._on_finished)
         self.log_view.clear()
@@ -409,6 +410,8 @@ class CloudRemovalDock(QgsDockWidget):
         self._update_buttons()
         self._ticker.start()
         self._run.start()
+        self._cancel_on_destroy = self._run.cancel  # the run outlives a deleted dock: stop it then
+        self.destroyed.connect(self._cancel_on_destroy)
         return self._run
 
     def cancel(self) -> None:
@@ -425,6 +428,7 @@ class CloudRemovalDock(QgsDockWidget):
         self._ticker.stop()
         run, self._run = self._run, None
         if run is not None:
+            self.destroyed.disconnect(self._cancel_on_destroy)
             run.deleteLater()
         self.elapsed_label.setText(_format_seconds(outcome.elapsed_s))
         if outcome.state == SUCCEEDED:
@@ -474,6 +478,9 @@ class CloudRemovalDock(QgsDockWidget):
     def _set_status(self, text: str, style: str) -> None:
         self.status_label.setText(text)
         self.status_label.setStyleSheet(style)
+
+    def _show_progress(self, percent: float) -> None:
+        self.progress_bar.setValue(round(percent))
 
     def _show_elapsed(self) -> None:
         if self._run is not None:

@@ -23,6 +23,8 @@ from qgis.core import (
     QgsSettings,
     QgsTask,
 )
+from qgis.PyQt import sip
+from qgis.PyQt.QtCore import QEvent
 
 pytestmark = pytest.mark.qgis
 
@@ -93,6 +95,8 @@ def make_dock(qgis_iface: object, qgis_new_project: None) -> Iterator[Callable[[
 
     yield make
     for dock in docks:
+        if sip.isdeleted(dock):
+            continue
         if dock.is_running():
             dock.cancel()
             wait_until(lambda d=dock: not d.is_running())
@@ -326,6 +330,22 @@ def test_cancel_stops_the_task_and_leaves_nothing_behind(
     assert not os.path.exists(parameters_output)
     assert not os.path.exists(os.path.dirname(parameters_output))
     assert dock.run_button.isEnabled()
+
+
+def test_deleting_the_dock_stops_its_run(make_dock, provider, engine, rasters, tiny_model, slow_model):
+    """Unloading the plugin deletes the dock: a run it started is cancelled and cleaned up, no crash."""
+    from mmcanet_qgis.dock.run import active_runs
+
+    dock, _ = ready_dock(make_dock, rasters, tiny_model, tile=16, overlap=4)
+    run = dock.run()
+    output = run.parameters["OUTPUT"]
+    wait_until(lambda: dock.progress_bar.value() > 0)
+    dock.deleteLater()
+    QgsApplication.sendPostedEvents(dock, QEvent.DeferredDelete)  # what QGIS's event loop would do
+    assert sip.isdeleted(dock)
+    wait_until(lambda: active_runs() == 0, timeout=30)
+    assert not os.path.exists(output)
+    assert not QgsProject.instance().mapLayersByName("cloudy (cloud-free)")
 
 
 def test_failure_is_reported_in_plain_words(make_dock, provider, engine, rasters, tiny_model, tmp_path):
