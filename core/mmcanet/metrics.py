@@ -77,8 +77,15 @@ def mae(pred: np.ndarray, target: np.ndarray) -> float:
 def _filter_valid(x: np.ndarray, g: np.ndarray) -> np.ndarray:
     """Separable 'valid' correlation of ``(C, H, W)`` with the 1-D kernel ``g`` on both axes."""
     k = g.shape[0]
-    rows = np.lib.stride_tricks.sliding_window_view(x, k, axis=2) @ g  # (C, H, W-k+1)
-    return np.lib.stride_tricks.sliding_window_view(rows, k, axis=1) @ g  # (C, H-k+1, W-k+1)
+    w = x.shape[2] - k + 1
+    rows = g[0] * x[:, :, :w]
+    for i in range(1, k):
+        rows += g[i] * x[:, :, i : i + w]
+    h = x.shape[1] - k + 1
+    out = g[0] * rows[:, :h]
+    for i in range(1, k):
+        out += g[i] * rows[:, i : i + h]
+    return out
 
 
 def ssim_per_band(pred: np.ndarray, target: np.ndarray) -> np.ndarray:

@@ -201,3 +201,74 @@ def test_cloud_brightness_constant_matches_refit() -> None:
     assert fitted[1:9].min() > 0.3 and fitted[10] < 0.05
     # the shipped constant is this fit (refit and update it when the detector changes)
     np.testing.assert_allclose(fitted, CLOUD_BRIGHTNESS, atol=1e-3)
+
+
+# ------------------------------------------------------------------ CLI: mmcanet detect / simulate
+
+
+def _georef_s2(path: Path, s2_refl: np.ndarray, names: tuple[str, ...] | None = None) -> tuple[tuple[float, ...], str]:
+    from mmcanet.bands import S2_BANDS_L1C
+    from osgeo import gdal, osr
+
+    names = names or S2_BANDS_L1C
+    c, h, w = s2_refl.shape
+    ds = gdal.GetDriverByName("GTiff").Create(str(path), w, h, c, gdal.GDT_UInt16)
+    gt = (500000.0, 10.0, 0.0, 4600000.0, 0.0, -10.0)
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(32631)
+    ds.SetGeoTransform(gt)
+    ds.SetProjection(srs.ExportToWkt())
+    for i in range(c):
+        ds.GetRasterBand(i + 1).WriteArray(np.rint(s2_refl[i] * 10000).astype(np.uint16))
+        ds.GetRasterBand(i + 1).SetDescription(names[i])
+    ds = None
+    return gt, srs.ExportToWkt()
+
+
+def test_cli_detect_keeps_georeferencing(tmp_path: Path) -> None:
+    from mmcanet.cli import main
+    from osgeo import gdal
+
+    s2, cloud, shadow, _ = scene_with_cloud_snow_shadow()
+    src = tmp_path / "s2.tif"
+    gt, _ = _georef_s2(src, s2)
+    out = tmp_path / "mask.tif"
+    assert main(["detect", "--input", str(src), "--output", str(out)]) == 0
+    ds = gdal.Open(str(out))
+    assert ds.GetGeoTransform() == pytest.approx(gt)
+    assert "32631" in ds.GetProjection()
+    m = ds.ReadAsArray()
+    assert m.dtype == np.uint8 and set(np.unique(m)) <= {0, 1, 2}
+    assert (m[cloud] == 1).mean() > 0.99 and (m[shadow] == 2).mean() > 0.8
+    assert ds.GetRasterBand(1).GetNoDataValue() == 255
+    ds = None
+    binary = tmp_path / "bin.tif"
+    assert main(["detect", "--input", str(src), "--output", str(binary), "--binary"]) == 0
+    b = gdal.Open(str(binary)).ReadAsArray()
+    assert set(np.unique(b)) <= {0, 1} and (b[shadow] == 1).mean() > 0.8
+    assert not list(tmp_path.glob(".*partial*"))  # temporary files renamed away
+    bad = tmp_path / "rgb.tif"
+    _georef_s2(bad, s2[:3], names=("B4", "B3", "B2"))
+    assert main(["detect", "--input", str(bad), "--output", str(tmp_path / "x.tif")]) == 1
+
+
+def test_cli_simulate_keeps_georeferencing_and_seed(tmp_path: Path) -> None:
+    from mmcanet.cli import main
+    from osgeo import gdal
+
+    clear = ground(64)
+    src = tmp_path / "clear.tif"
+    gt, _ = _georef_s2(src, clear)
+    a, b, op = tmp_path / "a.tif", tmp_path / "b.tif", tmp_path / "op.tif"
+    args = ["simulate", "--input", str(src), "--seed", "4", "--thickness", "thick", "--coverage", "0.5"]
+    assert main([*args, "--output", str(a), "--opacity-output", str(op)]) == 0
+    assert main([*args, "--output", str(b)]) == 0
+    da, db, do = gdal.Open(str(a)), gdal.Open(str(b)), gdal.Open(str(op))
+    np.testing.assert_array_equal(da.ReadAsArray(), db.ReadAsArray())
+    assert da.GetGeoTransform() == pytest.approx(gt) and "32631" in da.GetProjection()
+    assert da.GetRasterBand(11).GetDescription() == "B10" and da.GetRasterBand(1).DataType == gdal.GDT_UInt16
+    opacity = do.ReadAsArray()
+    assert abs(float((opacity > 0).mean()) - 0.5) < 0.03
+    cloudy = da.ReadAsArray() / 10000.0
+    expect = simulate_clouds(np.rint(clear * 10000) / 10000, 4, thickness="thick", coverage=0.5).cloudy
+    np.testing.assert_allclose(cloudy, expect, atol=1.5e-4)
