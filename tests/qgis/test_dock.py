@@ -76,12 +76,6 @@ def fresh_settings() -> Iterator[None]:
 
 
 @pytest.fixture
-def engine() -> None:
-    """Skip restoration tests until the core engine exists."""
-    pytest.importorskip("mmcanet.engine", reason="mmcanet.engine (the restoration engine) is not there yet")
-
-
-@pytest.fixture
 def make_dock(qgis_iface: object, qgis_new_project: None) -> Iterator[Callable[[], object]]:
     """Build docks for the test's project; waits for and closes them afterwards."""
     docks = []
@@ -265,9 +259,7 @@ def ready_dock(
     return dock, layers[1]
 
 
-def test_run_completes_in_the_background_and_adds_a_styled_layer(
-    make_dock, provider, engine, rasters, tiny_model
-):
+def test_run_completes_in_the_background_and_adds_a_styled_layer(make_dock, provider, rasters, tiny_model):
     dock, optical = ready_dock(make_dock, rasters, tiny_model)
     dock.run_button.click()
     assert dock.is_running() and dock.cancel_button.isEnabled() and not dock.run_button.isEnabled()
@@ -291,7 +283,7 @@ def test_run_completes_in_the_background_and_adds_a_styled_layer(
     assert node.itemVisibilityChecked()
 
 
-def test_cloud_mask_output_is_added_when_asked(make_dock, provider, engine, rasters, tiny_model):
+def test_cloud_mask_output_is_added_when_asked(make_dock, provider, rasters, tiny_model):
     dock, _ = ready_dock(make_dock, rasters, tiny_model)
     dock.add_mask_check.setChecked(True)
     dock.run_button.click()
@@ -313,7 +305,7 @@ def slow_model(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_cancel_stops_the_task_and_leaves_nothing_behind(
-    make_dock, provider, engine, rasters, tiny_model, slow_model
+    make_dock, provider, rasters, tiny_model, slow_model
 ):
     dock, _ = ready_dock(make_dock, rasters, tiny_model, tile=16, overlap=4)  # 25 tiles
     layers_before = set(QgsProject.instance().mapLayers())
@@ -332,7 +324,7 @@ def test_cancel_stops_the_task_and_leaves_nothing_behind(
     assert dock.run_button.isEnabled()
 
 
-def test_deleting_the_dock_stops_its_run(make_dock, provider, engine, rasters, tiny_model, slow_model):
+def test_deleting_the_dock_stops_its_run(make_dock, provider, rasters, tiny_model, slow_model):
     """Unloading the plugin deletes the dock: a run it started is cancelled and cleaned up, no crash."""
     from mmcanet_qgis.dock.run import active_runs
 
@@ -348,7 +340,7 @@ def test_deleting_the_dock_stops_its_run(make_dock, provider, engine, rasters, t
     assert not QgsProject.instance().mapLayersByName("cloudy (cloud-free)")
 
 
-def test_failure_is_reported_in_plain_words(make_dock, provider, engine, rasters, tiny_model, tmp_path):
+def test_failure_is_reported_in_plain_words(make_dock, provider, rasters, tiny_model, tmp_path):
     dock, _ = ready_dock(make_dock, rasters, tiny_model)
     os.remove(rasters["s1"])  # passes the pre-run checks (layer already loaded), fails in the engine
     dock.run_button.click()
