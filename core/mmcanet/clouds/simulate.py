@@ -132,10 +132,20 @@ def _thick_opacity(noise: np.ndarray, coverage: float, edge: float) -> np.ndarra
 
 
 def _blur(x: np.ndarray, radius: int) -> np.ndarray:
-    """Approximate Gaussian blur (three box passes) on the last two axes."""
-    for _ in range(3):
-        x = box_mean(x, radius)
-    return x
+    """Separable blur of ``(C, H, W)`` float32: two box passes of ``radius`` (a tent filter), edge-replicated."""
+    out = np.asarray(x, dtype=np.float32)
+    k = 2 * radius + 1
+    for _ in range(2):
+        for axis in (1, 2):
+            pad = [(0, 0)] * 3
+            pad[axis] = (radius, radius)
+            p = np.pad(out, pad, mode="edge")
+            n = out.shape[axis]
+            acc = np.take(p, np.arange(0, n), axis=axis).copy()
+            for i in range(1, k):
+                acc += np.take(p, np.arange(i, i + n), axis=axis)
+            out = acc / np.float32(k)
+    return out
 
 
 def _shift(x: np.ndarray, dy: int, dx: int) -> np.ndarray:
