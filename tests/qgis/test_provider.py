@@ -268,3 +268,56 @@ def test_evaluate_model_writes_metrics(provider: Any, tiny_model: Path, tmp_path
                                     "OUTPUT_FOLDER": str(tmp_path / "eval"), "OUTPUT_HTML": str(tmp_path / "m.html")})
     assert Path(result["METRICS"]).is_file()
     assert "<table" in Path(result["OUTPUT_HTML"]).read_text(encoding="utf-8")
+
+
+# ---- the plugin object -------------------------------------------------------------------------------
+
+
+def test_plugin_headless_registers_only_the_provider(qgis_processing: None) -> None:
+    from qgis.core import QgsApplication
+
+    import mmcanet_qgis
+
+    registry = QgsApplication.processingRegistry()
+    existing = registry.providerById("mmcanet")
+    if existing is not None:  # the session fixture's copy: take it out for this test
+        registry.removeProvider(existing)
+    try:
+        plugin = mmcanet_qgis.classFactory(None)  # what qgis_process does
+        plugin.initProcessing()
+        assert registry.providerById("mmcanet") is plugin.provider
+        plugin.unload()
+        assert registry.providerById("mmcanet") is None
+    finally:
+        if existing is not None:
+            from mmcanet_qgis.provider import MMCANetProvider
+
+            registry.addProvider(MMCANetProvider())
+
+
+def test_plugin_gui_toggles_the_dock_and_unloads_cleanly(qgis_iface: Any, qgis_processing: None) -> None:
+    from qgis.core import QgsApplication
+
+    import mmcanet_qgis
+
+    registry = QgsApplication.processingRegistry()
+    existing = registry.providerById("mmcanet")
+    if existing is not None:
+        registry.removeProvider(existing)
+    try:
+        plugin = mmcanet_qgis.classFactory(qgis_iface)
+        plugin.initGui()
+        assert registry.providerById("mmcanet") is plugin.provider
+        if plugin.action is not None:  # a build with the dock
+            plugin.action.setChecked(True)
+            assert plugin.dock is not None and not plugin.dock.isHidden()
+            plugin.action.setChecked(False)
+            assert plugin.dock.isHidden()
+        plugin.unload()
+        assert plugin.dock is None and plugin.action is None
+        assert registry.providerById("mmcanet") is None
+    finally:
+        if existing is not None:
+            from mmcanet_qgis.provider import MMCANetProvider
+
+            registry.addProvider(MMCANetProvider())
