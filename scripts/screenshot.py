@@ -71,7 +71,7 @@ class Screenshot:
         self.dock = self.plugin.dock
         if self.dock is None:
             raise RuntimeError("the plugin's action did not open the dock")
-        self.dock.device_combo.setCurrentText("cpu")
+        self.dock.form.device_combo.setCurrentText("cpu")
         blocking = [p.message for p in self.dock.revalidate() if p.blocking]
         if blocking:
             raise RuntimeError("the dock refuses to run: " + "; ".join(blocking))

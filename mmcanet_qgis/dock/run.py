@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -167,6 +168,34 @@ class RestoreRun(QObject):
                         os.remove(candidate)
             except OSError as exc:
                 self.logged.emit("warning", f"Could not remove {path}: {exc}")
+
+
+def plan_outputs(
+    optical_name: str, chosen_output: str, add_mask: bool, temp_root: str
+) -> tuple[str, str | None, list[str]]:
+    """Where a run writes: `(output, mask_output or None, paths the run creates)`; touches no disk.
+
+    With no chosen output the files go to a new folder under `temp_root` (QGIS's Processing temporary
+    folder), named after the optical layer; the mask goes next to the output as `<stem>_cloudmask.tif`.
+    The created paths (files that do not exist yet, then the new folder) are what a failed or cancelled
+    run removes.
+    """
+    folder = ""
+    if chosen_output:
+        output = chosen_output
+    else:
+        folder = os.path.join(temp_root, f"mmcanet_{uuid.uuid4().hex[:12]}")
+        output = os.path.join(folder, _safe_name(optical_name) + "_cloud_free.tif")
+    mask_output = os.path.splitext(output)[0] + "_cloudmask.tif" if add_mask else None
+    created = [p for p in (output, mask_output) if p and not os.path.exists(p)]
+    if folder:
+        created.append(folder)
+    return output, mask_output, created
+
+
+def _safe_name(name: str) -> str:
+    keep = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip("._")
+    return keep or "restored"
 
 
 def plain_error(errors: list[str]) -> str:

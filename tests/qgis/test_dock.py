@@ -119,10 +119,10 @@ def test_pickers_list_rasters_and_preselect_by_band_count(make_dock, rasters):
     rgb, s2, s1 = add_layers((rasters["rgb"], "rgb"), (rasters["s2"], "cloudy"), (rasters["s1"], "radar"))
     dock = make_dock()
 
-    assert dock.sar_combo.count() == 3
-    assert dock.sar_combo.currentLayer() is s1
-    assert dock.optical_combo.currentLayer() is s2
-    assert dock.mask_combo.currentLayer() is None  # optional, empty by default
+    assert dock.form.sar_combo.count() == 3
+    assert dock.form.sar_combo.currentLayer() is s1
+    assert dock.form.optical_combo.currentLayer() is s2
+    assert dock.form.mask_combo.currentLayer() is None  # optional, empty by default
     layer_fields = {"sar", "optical", "mask"}
     assert not [p for p in dock.problems if p.field in layer_fields]
 
@@ -131,29 +131,28 @@ def test_layers_added_after_opening_are_preselected(make_dock, rasters):
     dock = make_dock()
     assert problems_for(dock, "sar") == ["Choose a raster layer."]
     s2, s1 = add_layers((rasters["s2"], "cloudy"), (rasters["s1"], "radar"))
-    assert dock.sar_combo.currentLayer() is s1
-    assert dock.optical_combo.currentLayer() is s2
+    assert dock.form.sar_combo.currentLayer() is s1
+    assert dock.form.optical_combo.currentLayer() is s2
     assert not problems_for(dock, "sar") and not problems_for(dock, "optical")
 
 
 def test_three_band_optical_is_flagged_next_to_the_field(make_dock, rasters):
     rgb, _, _ = add_layers((rasters["rgb"], "rgb"), (rasters["s2"], "cloudy"), (rasters["s1"], "radar"))
     dock = make_dock()
-    dock.optical_combo.setLayer(rgb)
+    dock.form.optical_combo.setLayer(rgb)
 
     [message] = problems_for(dock, "optical")
     assert "'rgb' has 3 bands" in message
-    label = dock._problem_labels["optical"]
-    assert not label.isHidden() and "3 bands" in label.text()
+    assert "3 bands" in dock.form.problem_text("optical")
     assert not dock.run_button.isEnabled()
 
 
 def test_same_layer_twice_is_flagged(make_dock, rasters):
     (s2,) = add_layers((rasters["s2"], "cloudy"))
     dock = make_dock()
-    dock.sar_combo.setLayer(s2)
-    dock.optical_combo.setLayer(s2)
-    dock.mask_combo.setLayer(s2)
+    dock.form.sar_combo.setLayer(s2)
+    dock.form.optical_combo.setLayer(s2)
+    dock.form.mask_combo.setLayer(s2)
 
     assert "The same layer is chosen as SAR and optical input." in problems_for(dock, "optical")
     assert any("same layer as the SAR input" in m for m in problems_for(dock, "mask"))
@@ -165,24 +164,24 @@ def test_extents_are_compared_in_a_common_crs(make_dock, rasters):
         (rasters["s2"], "cloudy"), (rasters["s1_far"], "far radar"), (rasters["s1_wgs84"], "radar 4326")
     )
     dock = make_dock()
-    dock.optical_combo.setLayer(s2)
+    dock.form.optical_combo.setLayer(s2)
 
-    dock.sar_combo.setLayer(far)
+    dock.form.sar_combo.setLayer(far)
     [message] = problems_for(dock, "sar")
     assert "does not overlap the optical layer 'cloudy'" in message
     assert not dock.run_button.isEnabled()
 
-    dock.sar_combo.setLayer(wgs84)  # same area in another CRS: reprojected, it overlaps
+    dock.form.sar_combo.setLayer(wgs84)  # same area in another CRS: reprojected, it overlaps
     assert not problems_for(dock, "sar")
 
 
 def test_overlap_not_smaller_than_tile_is_flagged(make_dock, provider, rasters):
     add_layers((rasters["s2"], "cloudy"), (rasters["s1"], "radar"))
     dock = make_dock()
-    dock.tile_spin.setValue(64)
-    dock.overlap_spin.setValue(64)
+    dock.form.tile_spin.setValue(64)
+    dock.form.overlap_spin.setValue(64)
     assert any("smaller than the tile size" in m for m in problems_for(dock, "advanced"))
-    dock.overlap_spin.setValue(16)
+    dock.form.overlap_spin.setValue(16)
     assert not problems_for(dock, "advanced")
 
 
@@ -191,7 +190,7 @@ def test_unreadable_model_file_is_flagged(make_dock, rasters, tmp_path):
     bogus = tmp_path / "not_a_model.safetensors"
     bogus.write_bytes(b"hello")
     dock = make_dock()
-    dock.model_widget.setFilePath(str(bogus))
+    dock.form.model_widget.setFilePath(str(bogus))
     [message] = problems_for(dock, "model")
     assert "not_a_model.safetensors" in message
     assert not dock.run_button.isEnabled()
@@ -204,27 +203,29 @@ def test_defaults_come_from_the_algorithm(make_dock, provider):
     dock = make_dock()
     algorithm = QgsApplication.processingRegistry().algorithmById("mmcanet:remove_clouds")
     for spin, name in (
-        (dock.tile_spin, "TILE_SIZE"),
-        (dock.overlap_spin, "OVERLAP"),
-        (dock.batch_spin, "BATCH_SIZE"),
+        (dock.form.tile_spin, "TILE_SIZE"),
+        (dock.form.overlap_spin, "OVERLAP"),
+        (dock.form.batch_spin, "BATCH_SIZE"),
     ):
         assert spin.value() == int(algorithm.parameterDefinition(name).defaultValue())
-    assert dock.strategy_combo.count() == len(algorithm.parameterDefinition("STRATEGY").options())
-    assert dock.strategy_combo.currentIndex() == int(algorithm.parameterDefinition("STRATEGY").defaultValue())
-    assert dock.keep_clear_check.isChecked() == bool(
+    assert dock.form.strategy_combo.count() == len(algorithm.parameterDefinition("STRATEGY").options())
+    assert dock.form.strategy_combo.currentIndex() == int(
+        algorithm.parameterDefinition("STRATEGY").defaultValue()
+    )
+    assert dock.form.keep_clear_check.isChecked() == bool(
         algorithm.parameterDefinition("KEEP_CLEAR").defaultValue()
     )
-    assert dock.advanced_box.isCollapsed()
+    assert dock.form.advanced_box.isCollapsed()
 
 
 def test_choices_are_remembered_with_their_types(make_dock, provider, tiny_model):
     dock = make_dock()
-    dock.model_widget.setFilePath(str(tiny_model))
-    dock.strategy_combo.setCurrentIndex(2)
-    dock.device_combo.setCurrentText("cpu")
-    dock.keep_clear_check.setChecked(False)
-    dock.tile_spin.setValue(48)
-    dock.advanced_box.setCollapsed(False)
+    dock.form.model_widget.setFilePath(str(tiny_model))
+    dock.form.strategy_combo.setCurrentIndex(2)
+    dock.form.device_combo.setCurrentText("cpu")
+    dock.form.keep_clear_check.setChecked(False)
+    dock.form.tile_spin.setValue(48)
+    dock.form.advanced_box.setCollapsed(False)
     dock.close()  # closing the panel stores everything, the group box's state too
 
     stored = QgsSettings()
@@ -232,13 +233,13 @@ def test_choices_are_remembered_with_their_types(make_dock, provider, tiny_model
     assert stored.value("mmcanet/dock/keep_clear", True, type=bool) is False
 
     again = make_dock()
-    assert again.model_widget.filePath() == str(tiny_model)
-    assert again.strategy_combo.currentIndex() == 2
-    assert again.device_combo.currentText() == "cpu"
-    assert not again.keep_clear_check.isChecked()
-    assert again.tile_spin.value() == 48
-    assert not again.advanced_box.isCollapsed()
-    assert "tiny-test" in again.model_summary.text()
+    assert again.form.model_widget.filePath() == str(tiny_model)
+    assert again.form.strategy_combo.currentIndex() == 2
+    assert again.form.device_combo.currentText() == "cpu"
+    assert not again.form.keep_clear_check.isChecked()
+    assert again.form.tile_spin.value() == 48
+    assert not again.form.advanced_box.isCollapsed()
+    assert "tiny-test" in again.form.model_summary.text()
 
 
 # ---- running ---------------------------------------------------------------------------------------
@@ -249,11 +250,11 @@ def ready_dock(
 ) -> tuple[object, QgsRasterLayer]:
     layers = add_layers((rasters["s1"], "radar"), (rasters["s2"], "cloudy"))
     dock = make_dock()
-    dock.model_widget.setFilePath(str(tiny_model))
-    dock.device_combo.setCurrentText("cpu")
-    dock.tile_spin.setValue(tile)
-    dock.overlap_spin.setValue(overlap)
-    dock.batch_spin.setValue(1)
+    dock.form.model_widget.setFilePath(str(tiny_model))
+    dock.form.device_combo.setCurrentText("cpu")
+    dock.form.tile_spin.setValue(tile)
+    dock.form.overlap_spin.setValue(overlap)
+    dock.form.batch_spin.setValue(1)
     assert not [p for p in dock.problems if p.blocking], dock.problems
     assert dock.run_button.isEnabled()
     return dock, layers[1]
@@ -285,7 +286,7 @@ def test_run_completes_in_the_background_and_adds_a_styled_layer(make_dock, prov
 
 def test_cloud_mask_output_is_added_when_asked(make_dock, provider, rasters, tiny_model):
     dock, _ = ready_dock(make_dock, rasters, tiny_model)
-    dock.add_mask_check.setChecked(True)
+    dock.form.add_mask_check.setChecked(True)
     dock.run_button.click()
     wait_until(lambda: not dock.is_running())
     assert QgsProject.instance().mapLayersByName("cloudy (cloud mask)"), dock.log_view.toPlainText()
@@ -373,3 +374,31 @@ print("torch" in sys.modules)
     out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+# ---- small pure pieces -----------------------------------------------------------------------------
+
+
+def test_outputs_go_to_a_new_temporary_folder_unless_chosen(tmp_path):
+    from mmcanet_qgis.dock.run import plan_outputs
+
+    output, mask, created = plan_outputs("S2 cloudy: 2019/07", "", True, str(tmp_path))
+    folder = os.path.dirname(output)
+    assert os.path.dirname(folder) == str(tmp_path) and not os.path.exists(folder)
+    assert os.path.basename(output) == "S2_cloudy__2019_07_cloud_free.tif"
+    assert mask == output[: -len(".tif")] + "_cloudmask.tif"
+    assert created == [output, mask, folder]
+
+    chosen = tmp_path / "restored.tif"
+    chosen.write_bytes(b"old")  # existed before: never removed by a failed run
+    output, mask, created = plan_outputs("x", str(chosen), False, str(tmp_path))
+    assert (output, mask, created) == (str(chosen), None, [])
+
+
+def test_plain_error_keeps_the_message_not_the_traceback():
+    from mmcanet_qgis.dock.run import plain_error
+
+    traceback_text = 'Traceback (most recent call last):\n  File "x.py", line 1\nValueError: bad tile size'
+    assert plain_error(["first", traceback_text]) == "ValueError: bad tile size"
+    assert plain_error(["SAR image 's1.tif': file not found"]) == "SAR image 's1.tif': file not found"
+    assert "see the log" in plain_error([])

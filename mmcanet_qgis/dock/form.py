@@ -1,0 +1,221 @@
+"""The dock's input fields, built in code: layers, model, options, output, Advanced; problems shown inline."""
+
+from __future__ import annotations
+
+from qgis.core import QgsMapLayerProxyModel
+from qgis.gui import QgsCollapsibleGroupBox, QgsFileWidget, QgsMapLayerComboBox
+from qgis.PyQt.QtCore import Qt, pyqtSignal
+from qgis.PyQt.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QLabel,
+    QPushButton,
+    QScrollArea,
+    QSpinBox,
+    QWidget,
+)
+
+from . import checks, contract
+from .contract import AlgorithmSpec
+from .settings import DockChoices
+
+BLOCKING_STYLE = "color: #b00020;"
+WARNING_STYLE = "color: #8a5a00;"
+
+
+class ChoicesForm(QScrollArea):
+    """Every choice the user makes before pressing Run.
+
+    `inputs_changed` fires when something the pre-run checks look at changes (layers, files, tiling);
+    `options_changed` when any remembered choice changes. Option lists and spin box ranges come from
+    `spec` (the algorithm's parameter definitions); without it those fields stay empty and disabled.
+    """
+
+    inputs_changed = pyqtSignal()
+    options_changed = pyqtSignal()
+
+    def __init__(self, spec: AlgorithmSpec | None, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._spec = spec
+        self._problem_labels: dict[str, QLabel] = {}
+        host = QWidget()
+        form = QFormLayout(host)
+        form.setFieldGrowthPolicy(QFormLayout.AllNonFixedFieldsGrow)
+
+        self.sar_combo = _layer_combo()
+        self._add_row(form, self.tr("SAR (S1)"), self.sar_combo, checks.SAR)
+        self.optical_combo = _layer_combo()
+        self._add_row(form, self.tr("Cloudy optical (S2)"), self.optical_combo, checks.OPTICAL)
+        self.mask_combo = _layer_combo()
+        self.mask_combo.setAllowEmptyLayer(True)
+        self.mask_combo.setLayer(None)
+        self.mask_combo.setToolTip(self.tr("Optional: a 1-band cloud mask (1 = cloud); detected when empty"))
+        self._add_row(form, self.tr("Cloud mask"), self.mask_combo, checks.MASK)
+
+        self.model_widget = QgsFileWidget()
+        self.model_widget.setStorageMode(QgsFileWidget.GetFile)
+        self.model_widget.setFilter(self.tr("MMCANet model (*.safetensors);;All files (*)"))
+        self.model_widget.lineEdit().setPlaceholderText(self.tr("Bundled model"))
+        self.model_summary = QLabel()
+        self.model_summary.setWordWrap(True)
+        form.addRow(self.tr("Model"), self.model_widget)
+        self._add_row(form, "", self.model_summary, checks.MODEL)
+
+        self.strategy_combo = _options_combo(spec.strategies if spec else ())
+        self.device_combo = _options_combo(spec.devices if spec else ())
+        form.addRow(self.tr("Strategy"), self.strategy_combo)
+        form.addRow(self.tr("Device"), self.device_combo)
+        self.keep_clear_check = QCheckBox(self.tr("Keep clear pixels"))
+        self.keep_clear_check.setToolTip(
+            self.tr("Copy pixels outside clouds from the input instead of the model")
+        )
+        form.addRow("", self.keep_clear_check)
+        self.add_mask_check = QCheckBox(self.tr("Add the cloud mask layer"))
+        form.addRow("", self.add_mask_check)
+
+        self.output_widget = QgsFileWidget()
+        self.output_widget.setStorageMode(QgsFileWidget.SaveFile)
+        self.output_widget.setFilter(self.tr("GeoTIFF (*.tif *.tiff)"))
+        self.output_widget.lineEdit().setPlaceholderText(self.tr("[Save to temporary file]"))
+        self._add_row(form, self.tr("Output"), self.output_widget, checks.OUTPUT)
+
+        self.advanced_box = QgsCollapsibleGroupBox(self.tr("Advanced"))
+        self.advanced_box.setSaveCollapsedState(False)  # remembered with the other choices instead
+        advanced = QFormLayout(self.advanced_box)
+        self.tile_spin = self._tiling_spin("tile_size", " px")
+        self.overlap_spin = self._tiling_spin("overlap", " px")
+        self.batch_spin = self._tiling_spin("batch_size", "")
+        advanced.addRow(self.tr("Tile size"), self.tile_spin)
+        advanced.addRow(self.tr("Overlap"), self.overlap_spin)
+        advanced.addRow(self.tr("Batch size"), self.batch_spin)
+        self.reset_advanced_button = QPushButton(self.tr("Defaults"))
+        self._add_row(advanced, "", self.reset_advanced_button, checks.ADVANCED)
+        self.advanced_box.setEnabled(spec is not None)
+        form.addRow(self.advanced_box)
+
+        self.setWidgetResizable(True)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self.setWidget(host)
+        self._connect()
+
+    def _tiling_spin(self, key: str, suffix: str) -> QSpinBox:
+        spin = QSpinBox()
+        spin.setSuffix(suffix)
+        if self._spec is not None:
+            bounds = getattr(self._spec, key)
+            spin.setRange(bounds.minimum, bounds.maximum)
+            if bounds.means_model_default(bounds.minimum):
+                spin.setSpecialValueText(self.tr("Model default"))
+        return spin
+
+    def _add_row(self, form: QFormLayout, label: str, widget: QWidget, field: str) -> None:
+        """A field, and under it a hidden label for the field's problems."""
+        form.addRow(label, widget)
+        problem = QLabel()
+        problem.setWordWrap(True)
+        problem.setVisible(False)
+        form.addRow("", problem)
+        self._problem_labels[field] = problem
+
+    def _connect(self) -> None:
+        changed, options = self.inputs_changed.emit, self.options_changed.emit
+        for combo in (self.sar_combo, self.optical_combo, self.mask_combo):
+            combo.layerChanged.connect(changed)
+        for file_widget in (self.model_widget, self.output_widget):
+            file_widget.fileChanged.connect(changed)
+        for spin in (self.tile_spin, self.overlap_spin, self.batch_spin):
+            spin.valueChanged.connect(changed)
+        self.model_widget.fileChanged.connect(options)
+        for spin in (self.tile_spin, self.overlap_spin, self.batch_spin):
+            spin.valueChanged.connect(options)
+        for combo in (self.strategy_combo, self.device_combo):
+            combo.currentIndexChanged.connect(options)
+        for check in (self.keep_clear_check, self.add_mask_check):
+            check.toggled.connect(options)
+        self.advanced_box.collapsedStateChanged.connect(options)
+        self.reset_advanced_button.clicked.connect(self.reset_advanced)
+
+    # ---- values ---------------------------------------------------------------------------------
+
+    def choices(self) -> DockChoices:
+        """The choices remembered between sessions (layers excepted: they belong to the project)."""
+        return DockChoices(
+            model_path=self.model_widget.filePath(),
+            strategy=self.strategy_combo.currentText(),
+            device=self.device_combo.currentText(),
+            keep_clear=self.keep_clear_check.isChecked(),
+            add_mask=self.add_mask_check.isChecked(),
+            tile_size=self.tile_spin.value(),
+            overlap=self.overlap_spin.value(),
+            batch_size=self.batch_spin.value(),
+            advanced_collapsed=self.advanced_box.isCollapsed(),
+        )
+
+    def apply(self, choices: DockChoices) -> None:
+        """Show remembered choices."""
+        self.model_widget.setFilePath(choices.model_path)
+        self.strategy_combo.setCurrentText(choices.strategy)
+        self.device_combo.setCurrentText(choices.device)
+        self.keep_clear_check.setChecked(choices.keep_clear)
+        self.add_mask_check.setChecked(choices.add_mask)
+        self.tile_spin.setValue(choices.tile_size)
+        self.overlap_spin.setValue(choices.overlap)
+        self.batch_spin.setValue(choices.batch_size)
+        self.advanced_box.setCollapsed(choices.advanced_collapsed)
+
+    def reset_advanced(self) -> None:
+        """Tile size, overlap and batch size back to the algorithm's defaults."""
+        if self._spec is not None:
+            self.tile_spin.setValue(self._spec.tile_size.default)
+            self.overlap_spin.setValue(self._spec.overlap.default)
+            self.batch_spin.setValue(self._spec.batch_size.default)
+
+    def model_path(self) -> str:
+        """The chosen model file, or the bundled one when the field is empty ("" when there is none)."""
+        return self.model_widget.filePath() or (self._spec.default_model if self._spec else "")
+
+    def preselect_layers(self) -> None:
+        """Point the SAR / optical pickers at a layer with the right band count unless they already do."""
+        for combo, counts, other in (
+            (self.sar_combo, contract.SAR_BAND_COUNTS, self.optical_combo),
+            (self.optical_combo, contract.OPTICAL_BAND_COUNTS, self.sar_combo),
+        ):
+            if checks.band_count_matches(combo.currentLayer(), counts):
+                continue
+            for i in range(combo.count()):
+                layer = combo.layer(i)
+                if checks.band_count_matches(layer, counts) and layer is not other.currentLayer():
+                    combo.setLayer(layer)
+                    break
+
+    def show_problems(self, problems: list[checks.Problem]) -> None:
+        """Each problem under its field: red when it blocks the run, amber for a warning."""
+        for field, label in self._problem_labels.items():
+            mine = [p for p in problems if p.field == field]
+            label.setText("\n".join(p.message for p in mine))
+            label.setStyleSheet(BLOCKING_STYLE if any(p.blocking for p in mine) else WARNING_STYLE)
+            label.setVisible(bool(mine))
+
+    def problem_text(self, field: str) -> str:
+        """What is shown under `field` ("" when nothing)."""
+        label = self._problem_labels[field]
+        return "" if label.isHidden() else label.text()
+
+
+def _layer_combo() -> QgsMapLayerComboBox:
+    combo = QgsMapLayerComboBox()
+    combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
+    combo.setShowCrs(True)
+    # long layer names must not widen the dock: elide instead
+    combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+    combo.setMinimumContentsLength(14)
+    return combo
+
+
+def _options_combo(options: tuple[str, ...]) -> QComboBox:
+    combo = QComboBox()
+    combo.addItems(list(options))
+    combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+    combo.setMinimumContentsLength(10)
+    return combo
