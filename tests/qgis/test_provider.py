@@ -321,3 +321,38 @@ def test_plugin_gui_toggles_the_dock_and_unloads_cleanly(qgis_iface: Any, qgis_p
             from mmcanet_qgis.provider import MMCANetProvider
 
             registry.addProvider(MMCANetProvider())
+
+
+def _cancel_on_first_progress() -> QgsProcessingFeedback:
+    feedback = QgsProcessingFeedback()
+    feedback.progressChanged.connect(lambda value: value > 0 and feedback.cancel())
+    return feedback
+
+
+def test_cancel_stops_remove_clouds_and_leaves_no_output(
+    provider: Any, tiny_model: Path, tmp_path: Path
+) -> None:
+    s1 = rasters.write_s1(tmp_path / "s1.tif", 96, 96)
+    s2 = rasters.write_s2(tmp_path / "s2.tif", 96, 96)
+    out = tmp_path / "restored.tif"
+    with pytest.raises(QgsProcessingException) as err:
+        run("remove_clouds", {"SAR": str(s1), "OPTICAL": str(s2), "MODEL": str(tiny_model), "DEVICE": 1,
+                              "TILE_SIZE": 32, "OVERLAP": 8, "BATCH_SIZE": 1, "OUTPUT": str(out)},
+            feedback=_cancel_on_first_progress())
+    assert "cancel" in str(err.value).lower()
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("restored")], "no temporary file left"
+
+
+def test_cancel_stops_training_and_keeps_a_checkpoint(provider: Any, tmp_path: Path) -> None:
+    needs("mmcanet.training", "train")
+    data = _triplets(tmp_path / "data")
+    out = tmp_path / "trained.safetensors"
+    with pytest.raises(QgsProcessingException) as err:
+        run("train_model", {"DATA": str(data), "EPOCHS": 1, "BATCH_SIZE": 1, "MAX_STEPS": 50, "CROP": 16,
+                            "DEVICE": 1, "OUTPUT": str(out)}, feedback=_cancel_on_first_progress())
+    assert "cancel" in str(err.value).lower()
+    assert list((tmp_path / "trained_run").glob("checkpoint*")), "a checkpoint to resume from"
+    result = run("train_model", {"DATA": str(data), "EPOCHS": 1, "BATCH_SIZE": 1, "MAX_STEPS": 3, "CROP": 16,
+                                 "DEVICE": 1, "RESUME": True, "OUTPUT": str(out)})
+    assert Path(result["OUTPUT"]).is_file()
