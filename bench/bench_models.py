@@ -12,7 +12,6 @@ import statistics
 import time
 
 import torch
-
 from mmcanet.complexity import count_macs, count_params
 from mmcanet.models import STRATEGIES, build_model
 

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from mmcanet.config import load_config
 from mmcanet.training import train
 

@@ -196,7 +196,7 @@ def load_config(path: str | os.PathLike[str], overrides: dict[str, Any] | None =
 
             d = tomllib.loads(text)
         elif p.suffix.lower() in (".yaml", ".yml"):
-            import yaml
+            import yaml  # type: ignore[import-untyped]
 
             d = yaml.safe_load(text) or {}
         else:

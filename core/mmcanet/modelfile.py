@@ -173,14 +173,13 @@ def load_model(path: str | os.PathLike[str] | None = None, device: str | torch.d
         (model in eval mode on ``device``, its ModelCard). Raises ModelFileError with the path and the
         reason on a missing, corrupt, truncated or incompatible file.
     """
-    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     p = Path(path) if path is not None else default_model_path()
     card = read_card(p)
     try:
         state = load_file(str(p), device="cpu")
-    except (SafetensorError, OSError, ValueError) as exc:
+    except Exception as exc:  # safetensors' own SafetensorError, OSError, ValueError
         raise ModelFileError(f"{p}: corrupt model file ({exc})") from None
     model = build_from_card(card)
     try:

@@ -133,11 +133,11 @@ class TrainingSamples:
         _, _, simulate = self.items[k]
         raw = self._raw(k)
         rng = np.random.default_rng([cfg.seed, epoch, k])
-        arrays = {
+        arrays: dict[str, Any] = {
             "s2_cloudy": raw["s2_cloudy"], "s2_clear": raw["s2_clear"], "s1": raw["s1"],
             "mask": raw["mask"].reshape(1, *raw["s2_clear"].shape[-2:]).astype(np.float32),
         }
-        arrays = augment_arrays(arrays, rng, crop=min(cfg.crop, *raw["s2_clear"].shape[-2:]))
+        arrays = dict(augment_arrays(arrays, rng, crop=min(cfg.crop, *raw["s2_clear"].shape[-2:])))
         if simulate:
             progress = epoch / max(1, cfg.epochs)
             thin_p = max(0.15, 1.0 - 2.0 * progress) if cfg.curriculum else 0.25
@@ -330,7 +330,6 @@ def train(
         )
     model.train()
     use_amp = cfg.amp and device.type == "cuda"
-    n_stages = model.stages if cfg.strategy in ("multistage", "iterative", "outside_in") else (2 if cfg.strategy == "thin_to_thick" else 1)
     say(f"training {cfg.arch}/{cfg.strategy} on {device} ({world} process(es)): {len(data)} samples, "
         f"{steps_per_epoch} steps/epoch, {total} steps, batch {cfg.batch_size}, crop {cfg.crop}")
 
@@ -452,4 +451,4 @@ def _forward_train(net: torch.nn.Module, batch: dict[str, torch.Tensor], use_mas
             return net(batch["s2_cloudy"], batch["s1"], mask)  # type: ignore[no-any-return]
         finally:
             inner.forward = original  # type: ignore[method-assign]
-    return inner.forward_train(batch["s2_cloudy"], batch["s1"], mask)  # type: ignore[no-any-return]
+    return inner.forward_train(batch["s2_cloudy"], batch["s1"], mask)  # type: ignore[no-any-return,operator]

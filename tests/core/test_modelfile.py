@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from mmcanet.errors import ModelFileError
 from mmcanet.modelfile import ModelCard, load_model, read_card, save_model
 from mmcanet.models import build_model, model_config

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from mmcanet.complexity import count_macs, count_params
 from mmcanet.models import ARCHITECTURES, STRATEGIES, build_model, model_config
 

@@ -11,12 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from osgeo import gdal
-
 from mmcanet.config import config_from_dict, load_config
 from mmcanet.errors import CancelledError, ConfigError
 from mmcanet.modelfile import load_model
 from mmcanet.training import train
+from osgeo import gdal
 
 TINY_MODEL = {"widths": [8, 8, 16, 16], "heads": 2, "window": 4}
 
@@ -95,7 +94,7 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path: Path, tri
     assert resumed.steps == full.steps
     m1, _ = load_model(full.model_path)
     m2, card = load_model(resumed.model_path)
-    for (n1, p1), (_, p2) in zip(m1.state_dict().items(), m2.state_dict().items()):
+    for (n1, p1), (_, p2) in zip(m1.state_dict().items(), m2.state_dict().items(), strict=True):
         assert torch.equal(p1, p2), n1
     assert card.metrics["heldout"]["n_images"] == 1
     assert (tmp_path / "b" / "run" / "metrics.csv").read_text().count("\n") > full.steps // 2

@@ -5,6 +5,7 @@ Only nn.Modules live here; tiling, I/O and training are elsewhere (see docs/ARCH
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -50,6 +51,7 @@ def build_model(arch: str = "mmcanet", strategy: str = "single", bands: int = 13
     cfg = model_config(arch, **config)
     stages, ring_px = int(cfg["stages"]), int(cfg["ring_px"])
     sar_encoder: nn.Module | None = None
+    make: Callable[[], nn.Module]
     if arch == "dsen2cr":
         make = partial(DSen2CRRestorer, bands=bands, width=int(cfg["width"]), depth=int(cfg["depth"]))
         return CloudRemovalNet(make, None, strategy, stages, bands, pad_multiple=1, ring_px=ring_px, pass_raw_sar=True)
