@@ -68,7 +68,7 @@ def missing_dependency_message(module: str) -> str:
     return tr(
         "{module} is not installed for QGIS's Python, and MMCANet needs it. Install PyTorch, safetensors "
         "and tqdm into the plugin's private folder with this command (CPU wheels; add --torch cuda for an "
-        "NVIDIA GPU), then restart QGIS:\n{command}\nDetails: docs/QGIS.md, section 'Installing PyTorch'."
+        "NVIDIA GPU), then restart QGIS:\n{command}\nDetails: the plugin's documentation (docs/QGIS.md, 'Installing PyTorch')."
     ).format(module=module, command=dependencies.install_hint())
 
 
@@ -106,6 +106,25 @@ def core_callbacks(feedback: QgsProcessingFeedback | None) -> dict[str, Callable
         "is_canceled": fb.isCanceled,
         "log": fb.pushInfo,
     }
+
+
+def run_core_command(name: str, argv: list[str]) -> None:
+    """Run the core CLI subcommand ``mmcanet <name> <argv>`` in this process, with its own parser.
+
+    For core tools whose file-level entry point is their CLI command (simulate, detect): the command's
+    parser supplies the defaults, so nothing is restated here. Its errors propagate (see core_errors).
+    """
+    import argparse
+    import importlib
+
+    module = importlib.import_module(f"mmcanet.commands.{name}")
+    parser = argparse.ArgumentParser(prog="mmcanet", exit_on_error=False)
+    module.register(parser.add_subparsers())
+    try:
+        args = parser.parse_args([name, *argv])
+    except (argparse.ArgumentError, SystemExit) as exc:  # a parameter the command does not accept
+        raise QgsProcessingException(f"mmcanet {name} {' '.join(argv)}: invalid arguments ({exc})") from exc
+    args.func(args)
 
 
 class MMCANetAlgorithm(QgsProcessingAlgorithm):

@@ -11,11 +11,11 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
-from .base import MMCANetAlgorithm, core_errors, tr
+from .base import MMCANetAlgorithm, core_errors, run_core_command, tr
 
 
 class DetectCloudsAlgorithm(MMCANetAlgorithm):
-    """Parameters -> mmcanet.clouds.detect.detect_clouds_file."""
+    """Parameters -> the core's `mmcanet detect` command (strip-wise, bounded memory), run in-process."""
 
     INPUT = "INPUT"
     OUTPUT = "OUTPUT"
@@ -38,7 +38,8 @@ class DetectCloudsAlgorithm(MMCANetAlgorithm):
             "bright, white, hazy and not snow for clouds; dark in NIR and SWIR near a cloud for shadows.\n\n"
             "Sentinel-2: 13 bands (Level-1C order; the cirrus band B10 adds thin cirrus) or 12 bands "
             "(Level-2A, no B10), digital numbers = reflectance x 10000.\n\n"
-            "Output: a 1-band mask on the input grid: 0 = clear, 1 = cloud, 2 = cloud shadow. Use it as the "
+            "Output: a 1-band mask (uint8) on the input grid: 0 = clear, 1 = cloud, 2 = cloud shadow, "
+            "255 = no data. Use it as the "
             "'Cloud mask' of 'Remove clouds', or to review what would be replaced. Dark water next to clouds "
             "may be marked as shadow."
         )
@@ -53,7 +54,5 @@ class DetectCloudsAlgorithm(MMCANetAlgorithm):
         source = self.raster_path(parameters, self.INPUT, context)
         output = self.output_path(parameters, self.OUTPUT, context)
         with core_errors():
-            from mmcanet.clouds.detect import detect_clouds_file
-
-            detect_clouds_file(source, output)
+            run_core_command("detect", ["--input", source, "--output", output])
         return {self.OUTPUT: output}

@@ -25,6 +25,7 @@ from .base import (
     MODEL_FILTER,
     MMCANetAlgorithm,
     advanced,
+    core_callbacks,
     core_errors,
     device_parameter,
     tr,
@@ -104,13 +105,15 @@ class EvaluateModelAlgorithm(MMCANetAlgorithm):
         out_dir = self.parameterAsString(parameters, self.OUTPUT_FOLDER, context)
         limit = self.parameterAsInt(parameters, self.LIMIT, context) or None
         device = DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)]
+        callbacks = core_callbacks(feedback)
         with core_errors():
+            from mmcanet.devices import resolve_device
             from mmcanet.evaluation import evaluate
-            from mmcanet.modelfile import default_model_path
 
-            evaluate(model or str(default_model_path()), data, out_dir, device=device, limit=limit)
-        metrics, report = Path(out_dir) / "metrics.csv", Path(out_dir) / "report.md"
-        results = {self.OUTPUT_FOLDER: out_dir, self.METRICS: str(metrics), self.REPORT: str(report)}
+            result = evaluate(model, data, out_dir, device=str(resolve_device(device, callbacks["log"])),
+                              limit=limit, progress=callbacks["progress"], is_canceled=callbacks["is_canceled"])
+        metrics = Path(result.metrics_csv)
+        results = {self.OUTPUT_FOLDER: out_dir, self.METRICS: str(metrics), self.REPORT: str(result.report_md)}
         html_path = self.output_path(parameters, self.OUTPUT_HTML, context)
         if html_path and metrics.is_file():
             Path(html_path).write_text(metrics_html(metrics, tr("MMCANet evaluation")), encoding="utf-8")

@@ -13,7 +13,7 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
-from .base import INTEGER, MMCANetAlgorithm, core_errors, tr
+from .base import INTEGER, MMCANetAlgorithm, core_errors, run_core_command, tr
 from .styling import style_on_load
 
 
@@ -27,7 +27,7 @@ def _thicknesses() -> tuple[str, ...]:
 
 
 class SimulateCloudsAlgorithm(MMCANetAlgorithm):
-    """Parameters -> mmcanet.clouds.simulate.simulate_clouds_file."""
+    """Parameters -> the core's `mmcanet simulate` command (read, simulate, write), run in-process."""
 
     INPUT = "INPUT"
     SEED = "SEED"
@@ -76,14 +76,12 @@ class SimulateCloudsAlgorithm(MMCANetAlgorithm):
         source = self.raster_path(parameters, self.INPUT, context)
         output = self.output_path(parameters, self.OUTPUT, context)
         opacity = self.output_path(parameters, self.OPACITY_OUTPUT, context)
+        argv = ["--input", source, "--output", output,
+                "--seed", str(self.parameterAsInt(parameters, self.SEED, context)),
+                "--thickness", _thicknesses()[self.parameterAsEnum(parameters, self.THICKNESS, context)]]
+        if opacity:
+            argv += ["--opacity-output", opacity]
         with core_errors():
-            from mmcanet.clouds.simulate import simulate_clouds_file
-
-            simulate_clouds_file(
-                source, output,
-                seed=self.parameterAsInt(parameters, self.SEED, context),
-                thickness=_thicknesses()[self.parameterAsEnum(parameters, self.THICKNESS, context)],
-                opacity_output=opacity,
-            )
+            run_core_command("simulate", argv)
         style_on_load(context, output)
         return {self.OUTPUT: output, self.OPACITY_OUTPUT: opacity}

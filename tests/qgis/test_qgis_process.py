@@ -107,3 +107,7 @@ def test_without_torch_provider_loads_and_run_explains_the_install(
     assert "torch is not installed for QGIS's Python" in text, text
     assert "dependencies.py\" install" in text and str(tmp_path / "no-deps") in text
     assert not out.exists()
+    mask = tmp_path / "mask.tif"  # the numpy-only tools still work without torch
+    res = qgis_process(["run", "mmcanet:detect_clouds", "--", f"INPUT={scene['s2']}", f"OUTPUT={mask}"], environment)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert mask.is_file()
