@@ -38,7 +38,10 @@ class MMCANetPlugin:
             if exc.name == f"{__package__}.dock":
                 return  # this build has no dock: Processing only
             raise
-        from qgis.PyQt.QtWidgets import QAction
+        try:
+            from qgis.PyQt.QtGui import QAction  # Qt6 (QGIS 4)
+        except ImportError:
+            from qgis.PyQt.QtWidgets import QAction  # Qt5
 
         self.action = QAction(QIcon(str(ICON_PATH)), tr("MMCANet cloud removal"), self.iface.mainWindow())
         self.action.setCheckable(True)

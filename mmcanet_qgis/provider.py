@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from qgis.core import QgsProcessingProvider
 from qgis.PyQt.QtGui import QIcon
 
 from .algorithms import ALGORITHMS
-from .algorithms.base import tr
-
-ICON_PATH = Path(__file__).resolve().parent / "icons" / "mmcanet.svg"
+from .algorithms.base import ICON_PATH, tr
 
 
 class MMCANetProvider(QgsProcessingProvider):

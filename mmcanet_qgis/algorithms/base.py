@@ -25,6 +25,7 @@ from qgis.core import (
     QgsProcessingParameterRasterDestination,
 )
 from qgis.PyQt.QtCore import QCoreApplication
+from qgis.PyQt.QtGui import QIcon
 
 from .. import dependencies
 
@@ -49,7 +50,7 @@ FILE = getattr(getattr(Qgis, "ProcessingFileParameterBehavior", None), "File", N
     QgsProcessingParameterFile.File
 
 _DEPENDENCIES = frozenset({"torch", "safetensors", "tqdm"})
-_ICON = Path(__file__).resolve().parent.parent / "icons" / "mmcanet.svg"
+ICON_PATH = Path(__file__).resolve().parent.parent / "icons" / "mmcanet.svg"
 
 
 def tr(text: str) -> str:
@@ -136,10 +137,8 @@ class MMCANetAlgorithm(QgsProcessingAlgorithm):
     def createInstance(self) -> QgsProcessingAlgorithm:  # noqa: N802, D102
         return type(self)()
 
-    def icon(self):  # noqa: ANN201, D102
-        from qgis.PyQt.QtGui import QIcon
-
-        return QIcon(str(_ICON))
+    def icon(self) -> QIcon:  # noqa: D102
+        return QIcon(str(ICON_PATH))
 
     def raster_path(
         self,
