@@ -84,7 +84,7 @@ class TrainConfig:
     loss_l1: float = 1.0
     loss_carl: float = 0.5
     loss_ssim: float = 0.2
-    loss_sam: float = 0.05
+    loss_sam: float = 0.5
     loss_opacity: float = 0.1
     stage_decay: float = 0.5
     curriculum: bool = True

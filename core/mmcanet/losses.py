@@ -36,7 +36,7 @@ def sam_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-6) -> tor
     """Mean spectral angle in radians between (B, C, H, W) spectra (a loss; metrics report degrees)."""
     dot = (pred * target).sum(1)
     norm = pred.norm(dim=1) * target.norm(dim=1)
-    cos = torch.clamp(dot / (norm + eps), -1 + 1e-6, 1 - 1e-6)
+    cos = torch.clamp(dot / (norm + eps), -1 + 1e-4, 1 - 1e-4)  # bounded gradient near 0 degrees
     return torch.acos(cos).mean()
 
 
@@ -48,7 +48,7 @@ def restoration_loss(
     w_l1: float = 1.0,
     w_carl: float = 0.5,
     w_ssim: float = 0.2,
-    w_sam: float = 0.05,
+    w_sam: float = 0.5,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Weighted sum of the loss terms for one output.
 
