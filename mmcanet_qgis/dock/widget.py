@@ -298,5 +298,8 @@ class CloudRemovalDock(QgsDockWidget):
 
 
 def _format_seconds(seconds: float) -> str:
+    """'4.2 s' under a minute, then 'm:ss'."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
     minutes, secs = divmod(int(seconds), 60)
     return f"{minutes:d}:{secs:02d}"
