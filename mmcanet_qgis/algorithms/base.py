@@ -176,6 +176,7 @@ class MMCANetAlgorithm(QgsProcessingAlgorithm):
         return path or None
 
 
-def device_parameter(name: str, description: str) -> QgsProcessingParameterEnum:
+def device_parameter(name: str, description: str, default: str = "auto") -> QgsProcessingParameterEnum:
     """DEVICE: auto (CUDA when available, else CPU), cpu or cuda."""
-    return QgsProcessingParameterEnum(name, description, options=list(DEVICES), defaultValue=0)
+    return QgsProcessingParameterEnum(name, description, options=list(DEVICES),
+                                      defaultValue=DEVICES.index(default) if default in DEVICES else 0)

@@ -93,6 +93,9 @@ class RemoveCloudsAlgorithm(MMCANetAlgorithm):
         )
 
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802, D102
+        # KEEP_CLEAR, DEVICE and BATCH_SIZE defaults mirror mmcanet.engine.RestoreOptions (a test checks
+        # it); TILE_SIZE / OVERLAP / STRATEGY default to the model card's. The engine is not imported here
+        # because it must not pull torch into QGIS's start-up.
         self.addParameter(QgsProcessingParameterRasterLayer(self.SAR, tr("Sentinel-1 SAR (VV, VH)")))
         self.addParameter(QgsProcessingParameterRasterLayer(self.OPTICAL, tr("Cloudy Sentinel-2 (13 bands, L1C)")))
         self.addParameter(QgsProcessingParameterRasterLayer(self.CLOUD_MASK, tr("Cloud mask"), optional=True))

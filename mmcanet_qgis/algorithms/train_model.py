@@ -120,7 +120,7 @@ class TrainModelAlgorithm(MMCANetAlgorithm):
         self.addParameter(QgsProcessingParameterNumber(
             self.LEARNING_RATE, tr("Learning rate"), type=DOUBLE, defaultValue=default("lr", 1e-3),
             minValue=0.0))
-        self.addParameter(device_parameter(self.DEVICE, tr("Device")))
+        self.addParameter(device_parameter(self.DEVICE, tr("Device"), default("device", "auto")))
         self.addParameter(QgsProcessingParameterBoolean(
             self.RESUME, tr("Resume from the run folder's checkpoint"), defaultValue=False))
         self.addParameter(advanced(QgsProcessingParameterNumber(

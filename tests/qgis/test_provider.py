@@ -81,6 +81,44 @@ def test_torch_free_choice_lists_match_the_core() -> None:
     assert base.ARCHITECTURES == ARCHITECTURES
 
 
+def test_remove_clouds_defaults_are_the_engines(provider: Any, scene: dict[str, Path], tmp_path: Path) -> None:
+    import dataclasses
+
+    from mmcanet.engine import RestoreOptions
+
+    alg = provider.algorithm("remove_clouds").create()
+    options = alg.restore_options({"SAR": str(scene["s1"]), "OPTICAL": str(scene["s2"]),
+                                   "OUTPUT": str(tmp_path / "o.tif")}, QgsProcessingContext())
+    engine = {f.name: f.default for f in dataclasses.fields(RestoreOptions)}
+    for name in ("keep_clear", "device", "batch_size", "tile_size", "overlap", "strategy", "cloud_mask"):
+        assert options[name] == engine[name], name
+    from mmcanet.modelfile import default_model_path
+
+    assert options["model"] in (None, str(default_model_path())), "MODEL defaults to the bundled model"
+
+
+def test_loading_the_provider_imports_no_torch(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from qgis.core import QgsApplication\n"
+        "app = QgsApplication([], False); app.initQgis()\n"
+        "import mmcanet_qgis\n"
+        "plugin = mmcanet_qgis.classFactory(None); plugin.initProcessing()\n"
+        "alg = QgsApplication.processingRegistry().algorithmById('mmcanet:remove_clouds')\n"
+        "assert alg is not None and alg.parameterDefinition('MODEL') is not None\n"
+        "print(sorted(m for m in ('torch', 'safetensors', 'tqdm') if m in sys.modules))\n"
+    )
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", QGIS_CUSTOM_CONFIG_PATH=str(tmp_path),
+               PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "[]", "QGIS start-up must not import torch"
+
+
 def test_restore_options_are_built_without_running(provider: Any, scene: dict[str, Path], tmp_path: Path) -> None:
     alg = provider.algorithm("remove_clouds").create()
     context = QgsProcessingContext()
