@@ -400,3 +400,48 @@ def test_cancel_stops_training_and_keeps_a_checkpoint(provider: Any, tmp_path: P
     result = run("train_model", {"DATA": str(data), "EPOCHS": 1, "BATCH_SIZE": 1, "MAX_STEPS": 3, "CROP": 16,
                                  "DEVICE": 1, "RESUME": True, "OUTPUT": str(out)})
     assert Path(result["OUTPUT"]).is_file()
+
+
+def test_algorithms_chain_in_a_processing_model(
+    provider: Any, scene: dict[str, Path], tiny_model: Path, tmp_path: Path
+) -> None:
+    """What a Model Designer user builds: detect_clouds -> remove_clouds (CLOUD_MASK = the detector's mask)."""
+    from qgis.core import (
+        QgsProcessingModelAlgorithm,
+        QgsProcessingModelChildAlgorithm,
+        QgsProcessingModelChildParameterSource,
+        QgsProcessingModelOutput,
+        QgsProcessingModelParameter,
+        QgsProcessingParameterRasterLayer,
+    )
+
+    model = QgsProcessingModelAlgorithm("cloudfree", "tests")
+    for name in ("s1", "s2"):
+        model.addModelParameter(QgsProcessingParameterRasterLayer(name, name), QgsProcessingModelParameter(name))
+    detect = QgsProcessingModelChildAlgorithm("mmcanet:detect_clouds")
+    detect.setChildId("detect")
+    detect.addParameterSources("INPUT", [QgsProcessingModelChildParameterSource.fromModelParameter("s2")])
+    model.addChildAlgorithm(detect)
+    remove = QgsProcessingModelChildAlgorithm("mmcanet:remove_clouds")
+    remove.setChildId("remove")
+    sources = {
+        "SAR": QgsProcessingModelChildParameterSource.fromModelParameter("s1"),
+        "OPTICAL": QgsProcessingModelChildParameterSource.fromModelParameter("s2"),
+        "CLOUD_MASK": QgsProcessingModelChildParameterSource.fromChildOutput("detect", "OUTPUT"),
+        "MODEL": QgsProcessingModelChildParameterSource.fromStaticValue(str(tiny_model)),
+        "DEVICE": QgsProcessingModelChildParameterSource.fromStaticValue(1),
+    }
+    for key, source in sources.items():
+        remove.addParameterSources(key, [source])
+    output = QgsProcessingModelOutput("cloudfree")
+    output.setChildId("remove")
+    output.setChildOutputName("OUTPUT")
+    remove.setModelOutputs({"cloudfree": output})
+    model.addChildAlgorithm(remove)
+    model.updateDestinationParameters()
+    out = tmp_path / "cloudfree.tif"
+    import processing
+
+    result = processing.run(model, {"s1": str(scene["s1"]), "s2": str(scene["s2"]), "remove:cloudfree": str(out)})
+    assert Path(result["remove:cloudfree"]) == out
+    assert gdal.Open(str(out)).RasterCount == 13
