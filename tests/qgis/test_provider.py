@@ -402,6 +402,42 @@ def test_cancel_stops_training_and_keeps_a_checkpoint(provider: Any, tmp_path: P
     assert Path(result["OUTPUT"]).is_file()
 
 
+@pytest.mark.parametrize("fails", [False, True])
+def test_install_action_fills_the_private_folder_in_a_task(
+    qgis_iface: Any, qgis_processing: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fails: bool
+) -> None:
+    import time
+
+    from qgis.core import Qgis, QgsApplication
+
+    import mmcanet_qgis
+    from mmcanet_qgis import dependencies
+
+    calls: list[str] = []
+
+    def fake_install(torch: str = "cpu", log: Any = print, **_: Any) -> Path:  # pip is not run in tests
+        calls.append(torch)
+        log("pip output line")
+        if fails:
+            raise RuntimeError("pip failed (exit code 1)")
+        return tmp_path
+
+    monkeypatch.setattr(dependencies, "install", fake_install)
+    qgis_iface.messageBar().clear_messages()
+    plugin = mmcanet_qgis.classFactory(qgis_iface)
+    task = plugin.install_dependencies(torch="cuda")
+    deadline = time.time() + 30
+    while plugin.install_task is not None and time.time() < deadline:
+        QgsApplication.processEvents()
+        time.sleep(0.01)
+    assert task is not None and calls == ["cuda"]
+    bar = qgis_iface.messageBar()
+    if fails:
+        assert any("pip failed" in m and "dependencies.py" in m for m in bar.get_messages(Qgis.MessageLevel.Critical))
+    else:
+        assert any("restart QGIS" in m for m in bar.get_messages(Qgis.MessageLevel.Success))
+
+
 def test_algorithms_chain_in_a_processing_model(
     provider: Any, scene: dict[str, Path], tiny_model: Path, tmp_path: Path
 ) -> None:
