@@ -32,9 +32,11 @@ REQUIREMENTS: tuple[str, ...] = ("torch>=2.1", "safetensors>=0.4", "tqdm")
 
 TORCH_INDEXES: dict[str, str] = {
     "cpu": "https://download.pytorch.org/whl/cpu",
-    "cuda": "https://download.pytorch.org/whl/cu126",
+    "cuda": "https://download.pytorch.org/whl/cu128",
 }
-"""PyTorch's own wheel indexes. 'pypi' (no index option) uses pip's configured index as it is."""
+"""PyTorch's own wheel indexes. 'pypi' (no index option) uses pip's configured index as it is. On Linux
+'cuda' uses PyPI too (PyPI's Linux torch is the CUDA build); elsewhere PyPI's torch is CPU-only, so 'cuda'
+uses PyTorch's CUDA 12.8 index (another CUDA version: ``--index-url https://download.pytorch.org/whl/cuXYZ``)."""
 
 PINNED: tuple[str, ...] = ("numpy", "GDAL")
 """Distributions QGIS depends on: pinned to the versions QGIS's Python has while installing."""
@@ -174,8 +176,9 @@ def install_command(
         python: QGIS's Python interpreter (see qgis_python).
         target: the private folder (see deps_dir).
         constraints: a constraints file (see constraints_text).
-        torch: 'cpu' (PyTorch's CPU wheels, ~200 MB), 'cuda' (NVIDIA, several GB) or 'pypi' (pip's
-            configured index as it is; on Linux PyPI's torch is the large CUDA build).
+        torch: 'cpu' (PyTorch's CPU wheels, ~200 MB; macOS: PyPI's, which are CPU / Apple GPU builds),
+            'cuda' (NVIDIA, several GB; see TORCH_INDEXES) or 'pypi' (pip's configured index as it is;
+            on Linux PyPI's torch is the large CUDA build).
         index_url: explicit index (a mirror); overrides ``torch``.
         extra_constraints: more constraints files (e.g. a project's pins of torch).
     """
@@ -187,7 +190,7 @@ def install_command(
         cmd += ["--constraint", str(extra)]
     if index_url:
         cmd += ["--index-url", index_url]
-    elif torch != "pypi" and not (torch == "cpu" and sys.platform == "darwin"):  # macOS wheels are CPU/MPS
+    elif (torch == "cpu" and sys.platform != "darwin") or (torch == "cuda" and not sys.platform.startswith("linux")):
         cmd += ["--index-url", TORCH_INDEXES[torch], "--extra-index-url", "https://pypi.org/simple"]
     return cmd + list(REQUIREMENTS)
 
