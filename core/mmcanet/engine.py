@@ -460,8 +460,8 @@ class _Runner:
 
     # -- reading -------------------------------------------------------------------------------
 
-    def _read_strip(self, row_off: int, height: int) -> _Strip:
-        t0 = time.perf_counter()
+    def _read_rows(self, row_off: int, height: int) -> _Strip:
+        """Read rows ``[row_off, row_off + height)`` of every input on the optical grid."""
         ins = self.ins
         win = Window(0, row_off, ins.optical_info.width, height)
         s2 = read_window(ins.optical, win, self.opt_what)
@@ -480,11 +480,34 @@ class _Runner:
         if ins.mask is not None:
             m = read_window(ins.mask.dataset, win, ins.mask_what)[0]
             mask = m != 0  # unknown (nodata / outside) counts as cloud: never kept blindly
-        # free the blocks we no longer need: memory stays flat whatever GDAL's cache size
+        # free the blocks just read: memory stays flat whatever the size of GDAL's (shared) cache
         for ds in (ins.optical, ins.sar.dataset) + ((ins.mask.dataset,) if ins.mask is not None else ()):
             ds.FlushCache()
-        self.timings["read"] += time.perf_counter() - t0
         return _Strip(row_off, s2, s1, invalid, mask)
+
+    def _read_strip(self, row_off: int, height: int, prev: _Strip | None) -> _Strip:
+        """The strip of a tile row; rows shared with the previous strip are reused, not read (or warped) again."""
+        t0 = time.perf_counter()
+        keep = 0 if prev is None else prev.row_off + prev.s2_dn.shape[1] - row_off
+        if prev is None or keep <= 0 or row_off < prev.row_off:
+            strip = self._read_rows(row_off, height)
+        else:
+            keep = min(keep, height)
+            k = slice(row_off - prev.row_off, row_off - prev.row_off + keep)
+            new = None if keep == height else self._read_rows(row_off + keep, height - keep)
+
+            def cat(old: np.ndarray, fresh: np.ndarray | None) -> np.ndarray:
+                return old[..., k, :].copy() if fresh is None else np.concatenate([old[..., k, :], fresh], axis=-2)
+
+            strip = _Strip(
+                row_off,
+                cat(prev.s2_dn, None if new is None else new.s2_dn),
+                cat(prev.s1_db, None if new is None else new.s1_db),
+                cat(prev.invalid, None if new is None else new.invalid),
+                None if prev.mask is None else cat(prev.mask, None if new is None else new.mask),
+            )
+        self.timings["read"] += time.perf_counter() - t0
+        return strip
 
     # -- model ---------------------------------------------------------------------------------
 
@@ -619,11 +642,12 @@ class _Runner:
         plan = self.plan
         n_rows = len(plan.row_offsets)
         done = 0
+        strip: _Strip | None = None
         self.progress(0.0)
         for r in range(n_rows):
             if self.is_canceled():
                 raise CancelledError("restoration cancelled; no output was written")
-            strip = self._read_strip(plan.row_offsets[r], plan.tile_height)
+            strip = self._read_strip(plan.row_offsets[r], plan.tile_height, strip)
             row_tiles = plan.tile_row(r)
             start = 0
             while start < len(row_tiles):

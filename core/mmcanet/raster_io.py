@@ -219,7 +219,8 @@ def check_readable(ds: gdal.Dataset, what: str) -> None:
 
 def _creation_options(dtype: np.dtype, block: int, width: int, height: int) -> list[str]:
     predictor = "3" if dtype.kind == "f" else "2"
-    opts = ["COMPRESS=DEFLATE", f"PREDICTOR={predictor}", "BIGTIFF=IF_SAFER"]
+    # ZLEVEL=1: 3.6x faster than the default level 6 for ~3% larger files (measured, docs/ENGINE.md)
+    opts = ["COMPRESS=DEFLATE", f"PREDICTOR={predictor}", "ZLEVEL=1", "BIGTIFF=IF_SAFER"]
     if width >= 16 and height >= 16:
         b = max(16, block // 16 * 16)
         opts += ["TILED=YES", f"BLOCKXSIZE={b}", f"BLOCKYSIZE={b}"]
