@@ -37,17 +37,20 @@ ARCHITECTURES: tuple[str, ...] = ("mmcanet", "mmcanet_optical", "dsen2cr")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 MODEL_FILTER = "MMCANet model (*.safetensors)"
 
-# QGIS >= 3.36 moved these enums into Qgis; QGIS 4 drops the old spellings. Use whichever exists.
-ADVANCED = getattr(getattr(Qgis, "ProcessingParameterFlag", None), "Advanced", None) or \
-    QgsProcessingParameterDefinition.FlagAdvanced
-INTEGER = getattr(getattr(Qgis, "ProcessingNumberParameterType", None), "Integer", None) or \
-    QgsProcessingParameterNumber.Integer
-DOUBLE = getattr(getattr(Qgis, "ProcessingNumberParameterType", None), "Double", None) or \
-    QgsProcessingParameterNumber.Double
-FOLDER = getattr(getattr(Qgis, "ProcessingFileParameterBehavior", None), "Folder", None) or \
-    QgsProcessingParameterFile.Folder
-FILE = getattr(getattr(Qgis, "ProcessingFileParameterBehavior", None), "File", None) or \
-    QgsProcessingParameterFile.File
+
+def _enum(scope: str, name: str, old_class: Any, old_name: str) -> Any:
+    """``Qgis.<scope>.<name>`` (QGIS >= 3.36, the only spelling in QGIS 4), else ``old_class.<old_name>``."""
+    new_scope = getattr(Qgis, scope, None)
+    if new_scope is not None and hasattr(new_scope, name):
+        return getattr(new_scope, name)
+    return getattr(old_class, old_name)
+
+
+ADVANCED = _enum("ProcessingParameterFlag", "Advanced", QgsProcessingParameterDefinition, "FlagAdvanced")
+INTEGER = _enum("ProcessingNumberParameterType", "Integer", QgsProcessingParameterNumber, "Integer")
+DOUBLE = _enum("ProcessingNumberParameterType", "Double", QgsProcessingParameterNumber, "Double")
+FOLDER = _enum("ProcessingFileParameterBehavior", "Folder", QgsProcessingParameterFile, "Folder")
+FILE = _enum("ProcessingFileParameterBehavior", "File", QgsProcessingParameterFile, "File")
 
 _DEPENDENCIES = frozenset({"torch", "safetensors", "tqdm"})
 ICON_PATH = Path(__file__).resolve().parent.parent / "icons" / "mmcanet.svg"
