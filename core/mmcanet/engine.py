@@ -44,11 +44,6 @@ if TYPE_CHECKING:  # torch is imported when a scene is run, so importing this mo
     import torch
     from torch import nn
 
-try:  # one source of truth for the L2A cirrus fill value (the training readers use it too)
-    from .datasets import B10_FILL_DN
-except ImportError:  # pragma: no cover - datasets module absent in a trimmed build
-    B10_FILL_DN = 13.0
-
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[float], None]
@@ -58,6 +53,18 @@ Log = Callable[[str], None]
 SAR_UNITS: tuple[str, ...] = ("auto", "db", "linear")
 MASK_NODATA = 255
 CHANGE_NODATA = -1.0
+
+
+def l2a_b10_fill_dn() -> float:
+    """DN put into the cirrus band B10 missing from Level-2A inputs: the training readers' value.
+
+    Imported lazily: :mod:`mmcanet.datasets` imports torch, and this module must stay light to import.
+    """
+    try:
+        from .datasets import B10_FILL_DN
+    except ImportError:  # pragma: no cover - datasets module absent in a trimmed build
+        return 13.0
+    return float(B10_FILL_DN)
 
 
 class ModelCardLike(Protocol):
@@ -267,7 +274,7 @@ def _open_inputs(opts: RestoreOptions, rep: _Reporter) -> _Inputs:
     check_readable(sar_ds, sar_what)
     if opt_info.count == 12:
         rep.warn(
-            f"{opt_what} has 12 bands (Level-2A, no cirrus band B10): B10 is filled with {B10_FILL_DN:g} DN "
+            f"{opt_what} has 12 bands (Level-2A, no cirrus band B10): B10 is filled with {l2a_b10_fill_dn():g} DN "
             "for the model and the output has the same 12 bands. Models trained on Level-1C see "
             "surface instead of top-of-atmosphere reflectance: expect lower quality"
         )
@@ -423,6 +430,7 @@ class _Runner:
         self.opt_what = f"optical image '{ins.optical_info.path}'"
         self.sar_what = f"SAR image '{ins.sar_info.path}'"
         self.band_map = _model_band_map(card, ins.optical_names, self.opt_what)
+        self.b10_fill = np.float32(l2a_b10_fill_dn() / self.norm.s2_max_dn)
         names = ins.optical_names
         self.out_from_model = [list(card.s2_bands).index(n) if n in card.s2_bands else -1 for n in names]
         if any(i < 0 for i in self.out_from_model):
@@ -562,7 +570,7 @@ class _Runner:
             alpha[invalid] = 0.0
             model_in = np.empty((len(self.band_map), *unit.shape[1:]), np.float32)
             for k, j in enumerate(self.band_map):
-                model_in[k] = unit[j] if j >= 0 else np.float32(B10_FILL_DN / self.norm.s2_max_dn)
+                model_in[k] = unit[j] if j >= 0 else self.b10_fill
             s2_in.append(model_in)
             s1_in.append(self.norm.s1_to_unit(strip.s1_db[:, rows, cols]))
             masks.append(mask)

@@ -15,7 +15,7 @@ import pytest
 import rasters
 import torch
 from mmcanet.bands import S1_BANDS, S2_BANDS_L1C
-from mmcanet.engine import B10_FILL_DN, RestoreOptions, restore_scene, restore_scene_with_model
+from mmcanet.engine import RestoreOptions, l2a_b10_fill_dn, restore_scene, restore_scene_with_model
 from mmcanet.errors import CancelledError, InputError, MMCANetError
 from mmcanet.normalization import Normalization
 from osgeo import gdal
@@ -389,7 +389,7 @@ def test_l2a_twelve_bands_in_twelve_out(tmp_path: Path) -> None:
     assert out.shape[0] == 12
     np.testing.assert_array_equal(out, rasters.read(s2))
     seen = rec.seen[0][0]
-    assert seen.shape[1] == 13 and torch.allclose(seen[:, 10], torch.tensor(B10_FILL_DN / 10000))
+    assert seen.shape[1] == 13 and torch.allclose(seen[:, 10], torch.tensor(l2a_b10_fill_dn() / 10000))
     assert any("Level-2A" in w for w in res.warnings)
     ds = gdal.Open(str(res.output))
     assert [ds.GetRasterBand(i + 1).GetDescription() for i in range(12)] == [b for b in S2_BANDS_L1C if b != "B10"]
@@ -414,6 +414,16 @@ def test_output_metadata_and_progress(make_s2, make_s1, tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------------------
 # devices
 # ---------------------------------------------------------------------------------------------------
+
+
+def test_engine_import_is_light() -> None:
+    """QGIS imports the engine for its defaults; torch must load only when a scene is restored."""
+    import subprocess
+    import sys
+
+    code = "import sys, mmcanet.engine, mmcanet.commands.restore; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "False"
 
 
 def test_resolve_device() -> None:
