@@ -137,8 +137,11 @@ def align_to(
         return Aligned(ds, warped=False, coverage=1.0, nodata=nodata)
     if not info.georeferenced or not ref.georeferenced:
         if (info.width, info.height) == (ref.width, ref.height):
-            missing = what if not info.georeferenced else ref_what
-            warn(f"{missing} has no georeferencing; assuming it is co-registered with the other input (same size)")
+            if not info.georeferenced and not ref.georeferenced:
+                warn(f"{what} and {ref_what} have no georeferencing; assuming they are co-registered (same size)")
+            else:
+                missing = what if not info.georeferenced else ref_what
+                warn(f"{missing} has no georeferencing; assuming it is co-registered with the other input (same size)")
             return Aligned(ds, warped=False, coverage=1.0, nodata=nodata)
         missing = what if not info.georeferenced else ref_what
         raise InputError(
