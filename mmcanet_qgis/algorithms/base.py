@@ -12,6 +12,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+# The choices known when the provider loads come from the core's torch-free names module
+# (the package __init__ has already put the vendored core on sys.path).
+from mmcanet.names import ARCHITECTURES, STRATEGIES  # noqa: F401 - re-exported
 from qgis.core import (
     Qgis,
     QgsProcessingAlgorithm,
@@ -29,11 +32,6 @@ from qgis.PyQt.QtGui import QIcon
 
 from .. import dependencies
 
-# One place for the choices that must be known when the provider loads, before (and without) torch.
-# They mirror mmcanet.models.STRATEGIES / ARCHITECTURES, which import torch; tests/qgis/test_provider.py
-# checks that both lists agree.
-STRATEGIES: tuple[str, ...] = ("single", "multistage", "iterative", "thin_to_thick", "outside_in")
-ARCHITECTURES: tuple[str, ...] = ("mmcanet", "mmcanet_optical", "dsen2cr")
 DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 MODEL_FILTER = "MMCANet model (*.safetensors)"
 

@@ -11,10 +11,9 @@ from typing import Any
 
 from torch import nn
 
+from ..names import ARCHITECTURES
 from .progressive import STRATEGIES, CloudRemovalNet
 from .restorers import DSen2CRRestorer, MMCARestorer, SarEncoder
-
-ARCHITECTURES: tuple[str, ...] = ("mmcanet", "mmcanet_optical", "dsen2cr")
 
 DEFAULT_CONFIGS: dict[str, dict[str, Any]] = {
     "mmcanet": {"widths": [16, 32, 64, 96], "heads": 4, "window": 8, "stages": 2, "ring_px": 24},

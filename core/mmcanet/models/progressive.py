@@ -9,10 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..names import STRATEGIES
 from .blocks import OpacityNet
-
-STRATEGIES: tuple[str, ...] = ("single", "multistage", "iterative", "thin_to_thick", "outside_in")
-"""Strategy names, selectable at build time and (for same-weight strategies) at inference."""
 
 
 class CloudRemovalNet(nn.Module):
