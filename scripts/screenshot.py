@@ -113,6 +113,7 @@ class Screenshot:
         if canvas.isDrawing():
             self._step(self.grab, 500)
             return
+        iface.messageBar().clearWidgets()  # QGIS's "Task complete" notice would cover the map
         OUTPUT.parent.mkdir(parents=True, exist_ok=True)
         if not iface.mainWindow().grab().save(str(OUTPUT), "PNG"):
             raise RuntimeError(f"could not write {OUTPUT}")
