@@ -144,7 +144,8 @@ def child(args: argparse.Namespace) -> None:
     rss_model = _current_rss_mb()
     out = Path(args.out_dir) / f"restored_{args.size}.tif"
     opts = RestoreOptions(sar=args.sar, optical=args.optical, output=out, keep_clear=args.keep_clear,
-                          tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size, device="cpu")
+                          tile_size=args.tile_size, overlap=args.overlap, batch_size=args.batch_size, device="cpu",
+                          threads=args.threads or None)
     t0 = time.perf_counter()
     res = restore_scene(opts, model=(model, card), log=lambda m: print(f"# {m}", file=sys.stderr))
     wall = time.perf_counter() - t0

@@ -118,8 +118,36 @@ class StripAccumulator:
         self._sums[:, rows, cols] += values * weight
         self._weight[rows, cols] += weight
 
+    def finished(self, upto_row: int) -> tuple[int, np.ndarray, np.ndarray]:
+        """Views of the finished rows ``[row0, upto_row)``, valid until :meth:`advance`.
+
+        Args:
+            upto_row: first raster row that later tiles may still touch.
+
+        Returns:
+            ``(row_off, sums, weight)``: the raster row of the first finished row, the weighted sums
+            ``(channels, n, width)`` and the weight sums ``(n, width)``; ``sums / weight`` is the blend.
+        """
+        n = upto_row - self.row0
+        if n < 0 or n > self.rows:
+            raise ValueError(f"cannot take rows up to {upto_row} from a strip starting at {self.row0}")
+        return self.row0, self._sums[:, :n], self._weight[:n]
+
+    def advance(self, upto_row: int) -> None:
+        """Forget rows before ``upto_row`` and shift the strip down so it starts there."""
+        n = upto_row - self.row0
+        if n < 0 or n > self.rows:
+            raise ValueError(f"cannot advance to row {upto_row} from a strip starting at {self.row0}")
+        keep = self.rows - n
+        if keep > 0 and n > 0:
+            self._sums[:, :keep] = self._sums[:, n:].copy()
+            self._weight[:keep] = self._weight[n:].copy()
+        self._sums[:, keep:] = 0.0
+        self._weight[keep:] = 0.0
+        self.row0 = upto_row
+
     def pop(self, upto_row: int) -> tuple[int, np.ndarray]:
-        """Take the finished rows ``[row0, upto_row)`` out of the strip.
+        """Take the finished rows ``[row0, upto_row)`` out of the strip as a weighted mean.
 
         Args:
             upto_row: first raster row that later tiles may still touch.
@@ -128,17 +156,12 @@ class StripAccumulator:
             ``(row_off, mean)``: the raster row of the first popped row and the weighted mean
             float32 ``(channels, upto_row - row0, width)``; pixels no tile touched are 0.
         """
-        n = upto_row - self.row0
-        if n < 0 or n > self.rows:
-            raise ValueError(f"cannot pop up to row {upto_row} from strip starting at {self.row0}")
-        weight = self._weight[:n]
-        mean = np.divide(self._sums[:, :n], weight, out=np.zeros_like(self._sums[:, :n]), where=weight > 0)
-        row_off = self.row0
-        keep = self.rows - n
-        if keep > 0:
-            self._sums[:, :keep] = self._sums[:, n:].copy()
-            self._weight[:keep] = self._weight[n:].copy()
-        self._sums[:, keep:] = 0.0
-        self._weight[keep:] = 0.0
-        self.row0 = upto_row
+        row_off, sums, weight = self.finished(upto_row)
+        mean = blend(sums, weight)
+        self.advance(upto_row)
         return row_off, mean
+
+
+def blend(sums: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Weighted mean ``sums / weight`` (float32, 0 where the weight is 0) of :meth:`StripAccumulator.finished` data."""
+    return np.divide(sums, weight, out=np.zeros(sums.shape, np.float32), where=weight > 0)

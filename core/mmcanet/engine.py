@@ -34,7 +34,7 @@ import numpy as np
 from . import __version__
 from .alignment import Aligned, align_to, detect_sar_units
 from .bands import S2_BANDS_L1C, S2_BANDS_L2A, normalise_band_name
-from .blending import StripAccumulator, tile_weight
+from .blending import StripAccumulator, blend, tile_weight
 from .errors import CancelledError, InputError, MMCANetError
 from .normalization import Normalization, linear_to_db
 from .raster_io import RasterInfo, RasterWriter, check_readable, check_writable, open_raster, read_window
@@ -52,6 +52,7 @@ Log = Callable[[str], None]
 
 SAR_UNITS: tuple[str, ...] = ("auto", "db", "linear")
 MASK_NODATA = 255
+_COMPOSITE_COLUMNS = 1024  # column chunk of the compositing step (bounds its float temporaries)
 CHANGE_NODATA = -1.0
 
 
@@ -612,38 +613,54 @@ class _Runner:
 
     # -- compositing and writing -----------------------------------------------------------------
 
-    def _composite(self, strip: _Strip, row_off: int, mean: np.ndarray, writers: dict[str, RasterWriter]) -> None:
-        """Turn blended rows into output DN (keeping clear input pixels) and write them."""
+    def _composite(self, strip: _Strip, upto_row: int, writers: dict[str, RasterWriter]) -> None:
+        """Turn the finished blended rows into output DN (keeping clear input pixels) and write them.
+
+        Works in column chunks so float temporaries stay small on wide scenes; only the uint16 output
+        rows are held at full width.
+        """
         t0 = time.perf_counter()
-        n = mean.shape[1]
-        r = slice(row_off - strip.row_off, row_off - strip.row_off + n)
-        dn_in = strip.s2_dn[:, r]
-        invalid = strip.invalid[r]
-        alpha = mean[self.n_in]
-        out = mean[: self.n_in] * np.float32(self.norm.s2_max_dn) + (1.0 - alpha) * dn_in.astype(np.float32)
+        row_off, sums, weight = self.acc.finished(upto_row)
+        n, width = weight.shape
         out_writer = writers["output"]
-        if out_writer.dtype.kind in "ui":
-            info = np.iinfo(out_writer.dtype)
-            out = np.clip(np.rint(out), info.min, info.max)
+        out_rows = np.empty((self.n_in, n, width), out_writer.dtype)
+        mask_rows = np.empty((1, n, width), np.uint8) if "mask" in writers else None
+        change_rows = np.empty((1, n, width), np.float32) if "confidence" in writers else None
         nodata = np.float32(self.ins.optical_nodata)
-        valid = ~invalid
-        # a restored pixel must not read as nodata (nodata = every band equal to the nodata value)
-        clash = valid & np.all(out == nodata, axis=0)
-        if clash.any():
-            out[:, clash] = nodata + (1 if nodata < 1 else -1)
-        out[:, invalid] = nodata
-        out_writer.write_rows(row_off, out.astype(out_writer.dtype))
-        cloud = mean[self.n_in + 1] >= 0.5
-        if "mask" in writers:
-            m = np.where(invalid, MASK_NODATA, cloud).astype(np.uint8)
-            writers["mask"].write_rows(row_off, m[None])
-        if "confidence" in writers:
-            change = np.mean(np.abs(out - dn_in.astype(np.float32)), axis=0) / np.float32(self.norm.s2_max_dn)
-            change[invalid] = CHANGE_NODATA
-            writers["confidence"].write_rows(row_off, change[None].astype(np.float32))
-        self.valid_px += int(valid.sum())
-        self.nodata_px += int(invalid.sum())
-        self.masked_px += int((cloud & valid).sum())
+        r = slice(row_off - strip.row_off, row_off - strip.row_off + n)
+        for c0 in range(0, width, _COMPOSITE_COLUMNS):
+            cs = slice(c0, min(width, c0 + _COMPOSITE_COLUMNS))
+            mean = blend(sums[:, :, cs], weight[:, cs])
+            dn_in = strip.s2_dn[:, r, cs].astype(np.float32)
+            invalid = strip.invalid[r, cs]
+            alpha = mean[self.n_in]
+            out = mean[: self.n_in] * np.float32(self.norm.s2_max_dn) + (1.0 - alpha) * dn_in
+            if out_writer.dtype.kind in "ui":
+                info = np.iinfo(out_writer.dtype)
+                out = np.clip(np.rint(out), info.min, info.max)
+            valid = ~invalid
+            # a restored pixel must not read as nodata (nodata = every band equal to the nodata value)
+            clash = valid & np.all(out == nodata, axis=0)
+            if clash.any():
+                out[:, clash] = nodata + (1 if nodata < 1 else -1)
+            out[:, invalid] = nodata
+            out_rows[:, :, cs] = out
+            cloud = mean[self.n_in + 1] >= 0.5
+            if mask_rows is not None:
+                mask_rows[0, :, cs] = np.where(invalid, MASK_NODATA, cloud)
+            if change_rows is not None:
+                change = np.mean(np.abs(out - dn_in), axis=0) / np.float32(self.norm.s2_max_dn)
+                change[invalid] = CHANGE_NODATA
+                change_rows[0, :, cs] = change
+            self.valid_px += int(valid.sum())
+            self.nodata_px += int(invalid.sum())
+            self.masked_px += int((cloud & valid).sum())
+        self.acc.advance(upto_row)
+        out_writer.write_rows(row_off, out_rows)
+        if mask_rows is not None:
+            writers["mask"].write_rows(row_off, mask_rows)
+        if change_rows is not None:
+            writers["confidence"].write_rows(row_off, change_rows)
         self.timings["write"] += time.perf_counter() - t0
 
     def run(self, writers: dict[str, RasterWriter]) -> None:
@@ -666,8 +683,7 @@ class _Runner:
                 start += len(batch)
                 done += len(batch)
                 self.progress(min(0.999, done / plan.n_tiles))
-            row_off, mean = self.acc.pop(plan.final_row(r))
-            self._composite(strip, row_off, mean, writers)
+            self._composite(strip, plan.final_row(r), writers)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -6,7 +6,9 @@ import argparse
 import csv
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import fields
 from pathlib import Path
@@ -143,8 +145,15 @@ def _progress(label: str) -> tuple[Callable[[float], None], Callable[[], None]]:
     return log_line, lambda: None
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the subcommand; returns the exit code (0 when every scene was restored)."""
+    if threading.current_thread() is threading.main_thread():
+        # kill / job schedulers send SIGTERM: unwind like Ctrl-C so partial outputs are removed
+        signal.signal(signal.SIGTERM, _interrupt)
     from ..devices import resolve_device
     from ..engine import RestoreOptions, load_model_for, restore_scene
     from ..raster_io import limit_gdal_cache
