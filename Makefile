@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: setup test test-core test-qgis demo lint typecheck check install-plugin package screenshot bench train-bundled clean
+.PHONY: setup test test-core test-qgis demo lint typecheck check install-plugin package screenshot bench train-bundled compare clean
 
 setup:  ## install Debian QGIS/GDAL packages and the pinned .venv (idempotent, no-op when done)
 	@./scripts/setup.sh
@@ -42,8 +42,12 @@ bench: setup  ## model speed/compute table (bench/bench_models.py) and engine be
 	$(PY) bench/bench_models.py
 	$(PY) bench/bench_engine.py
 
-train-bundled: setup  ## retrain the bundled model exactly as shipped (CPU, hours)
+train-bundled: setup  ## retrain the bundled model as shipped (2-core CPU: about an hour), copy it into resources/
 	$(VENV)/bin/mmcanet train --config configs/bundled.toml
+	cp runs/bundled/mmcanet_default.safetensors resources/mmcanet_default.safetensors
+
+compare: setup  ## docs/COMPARISON.md: every variant trained on the same data and budget, scored on held-out images
+	$(PY) bench/compare_models.py --config configs/compare.toml --markdown docs/COMPARISON.md
 
 clean:
 	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache demo-output
