@@ -150,17 +150,25 @@ def child(args: argparse.Namespace) -> None:
     res = restore_scene(opts, model=(model, card), log=lambda m: print(f"# {m}", file=sys.stderr))
     wall = time.perf_counter() - t0
     peak = _rss_mb()
-    # pure forward on random tiles of the same shape, same batch size, scaled to the same tile count
-    th, tw = min(res.tile_size, res.height), min(res.tile_size, res.width)
-    x2, x1 = torch.rand(args.batch_size, 13, th, tw), torch.rand(args.batch_size, 2, th, tw)
+    # pure forward on random tiles: same tile shape and the same batch composition as the engine
+    # (batches never span tile rows: each row is split into full batches + one remainder batch)
+    from mmcanet.tiling import plan_tiles
+
+    plan = plan_tiles(res.width, res.height, res.tile_size, res.overlap)
+    th, tw = plan.tile_height, plan.tile_width
+    cols, rows = len(plan.col_offsets), len(plan.row_offsets)
+    per_row = [args.batch_size] * (cols // args.batch_size) + ([cols % args.batch_size] if cols % args.batch_size else [])
+    pure = 0.0
     with torch.inference_mode():
-        model(x2, x1)
-        n = max(1, min(args.pure_batches, -(-res.tiles_run // args.batch_size)))
-        t1 = time.perf_counter()
-        for _ in range(n):
-            model(x2, x1)
-        per_tile = (time.perf_counter() - t1) / (n * args.batch_size)
-    pure = per_tile * res.tiles_run
+        for b in sorted(set(per_row)):
+            x2, x1 = torch.rand(b, 13, th, tw), torch.rand(b, 2, th, tw)
+            model(x2, x1)  # warm-up
+            reps = max(1, args.pure_batches // len(set(per_row)))
+            t1 = time.perf_counter()
+            for _ in range(reps):
+                model(x2, x1)
+            pure += (time.perf_counter() - t1) / reps * per_row.count(b) * rows
+    pure *= res.tiles_run / res.tiles  # tiles skipped by keep_clear cost nothing in either
     mpx = res.width * res.height / 1e6
     print(json.dumps({
         "size": args.size, "mpx": mpx, "tiles": res.tiles, "tiles_run": res.tiles_run, "wall_s": wall,

@@ -37,7 +37,15 @@ from .bands import S2_BANDS_L1C, S2_BANDS_L2A, normalise_band_name
 from .blending import StripAccumulator, blend, tile_weight
 from .errors import CancelledError, InputError, MMCANetError
 from .normalization import Normalization, linear_to_db
-from .raster_io import RasterInfo, RasterWriter, check_readable, check_writable, open_raster, read_window
+from .raster_io import (
+    RasterInfo,
+    RasterWriter,
+    check_readable,
+    check_writable,
+    open_raster,
+    read_into,
+    read_window,
+)
 from .tiling import Tile, TilePlan, Window, plan_tiles
 
 if TYPE_CHECKING:  # torch is imported when a scene is run, so importing this module stays light (QGIS)
@@ -52,7 +60,8 @@ Log = Callable[[str], None]
 
 SAR_UNITS: tuple[str, ...] = ("auto", "db", "linear")
 MASK_NODATA = 255
-_COMPOSITE_COLUMNS = 1024  # column chunk of the compositing step (bounds its float temporaries)
+_COMPOSITE_COLUMNS = 512  # column chunk of the compositing step (bounds its float temporaries)
+_READ_COLUMNS = 2048  # column chunk of strip reads (bounds GDAL's cached blocks); a multiple of 256
 CHANGE_NODATA = -1.0
 
 
@@ -459,6 +468,12 @@ class _Runner:
         self.n_in = len(names)
         # strip channels: alpha * restored (n_in, unit), alpha, cloud mask
         self.acc = StripAccumulator(info.width, self.n_in + 2, self.plan.tile_height)
+        th = self.plan.tile_height
+        self._s2 = np.zeros((self.n_in, th, info.width), info.dtype)  # strip buffers, reused per tile row
+        self._s1 = np.zeros((2, th, info.width), np.float32)
+        self._invalid = np.zeros((th, info.width), bool)
+        self._mask = np.zeros((th, info.width), bool) if ins.mask is not None else None
+        self._strip_row_off: int | None = None
         self.batch_size = opts.batch_size
         self.timings = {"read": 0.0, "detect": 0.0, "model": 0.0, "blend": 0.0, "write": 0.0}
         self.tiles_run = 0
@@ -469,54 +484,57 @@ class _Runner:
 
     # -- reading -------------------------------------------------------------------------------
 
-    def _read_rows(self, row_off: int, height: int) -> _Strip:
-        """Read rows ``[row_off, row_off + height)`` of every input on the optical grid."""
+    def _read_rows(self, row_off: int, n: int, dst: int) -> None:
+        """Read raster rows ``[row_off, row_off + n)`` of every input into strip rows ``[dst, dst + n)``.
+
+        Reads go straight into the strip buffers, in column chunks after each of which the inputs'
+        GDAL blocks are released: memory does not depend on the size of GDAL's (shared) cache.
+        """
         ins = self.ins
-        win = Window(0, row_off, ins.optical_info.width, height)
-        s2 = read_window(ins.optical, win, self.opt_what)
-        invalid = np.all(s2 == np.array(ins.optical_nodata).astype(s2.dtype), axis=0)
-        if s2.dtype.kind == "f":
-            invalid |= ~np.isfinite(s2).all(axis=0)
-        s1 = read_window(ins.sar.dataset, win, self.sar_what, bands=list(ins.sar_order)).astype(np.float32)
-        bad = ~np.isfinite(s1).all(axis=0)
-        if ins.sar.nodata is not None and math.isfinite(ins.sar.nodata):
-            bad |= (s1 == np.float32(ins.sar.nodata)).any(axis=0)
-        if ins.sar_units == "linear":
-            bad |= (s1 <= 0).any(axis=0)
-            s1 = linear_to_db(s1)
-        invalid |= bad
-        mask = None
-        if ins.mask is not None:
-            m = read_window(ins.mask.dataset, win, ins.mask_what)[0]
-            mask = m != 0  # unknown (nodata / outside) counts as cloud: never kept blindly
-        # free the blocks just read: memory stays flat whatever the size of GDAL's (shared) cache
-        for ds in (ins.optical, ins.sar.dataset) + ((ins.mask.dataset,) if ins.mask is not None else ()):
-            ds.FlushCache()
-        return _Strip(row_off, s2, s1, invalid, mask)
+        width = ins.optical_info.width
+        rows = slice(dst, dst + n)
+        for c0 in range(0, width, _READ_COLUMNS):
+            cw = min(_READ_COLUMNS, width - c0)
+            cs = slice(c0, c0 + cw)
+            win = Window(c0, row_off, cw, n)
+            s2 = self._s2[:, rows, cs]
+            read_into(ins.optical, win, s2, self.opt_what)
+            invalid = np.all(s2 == np.array(ins.optical_nodata).astype(s2.dtype), axis=0)
+            if s2.dtype.kind == "f":
+                invalid |= ~np.isfinite(s2).all(axis=0)
+            s1 = self._s1[:, rows, cs]
+            read_into(ins.sar.dataset, win, s1, self.sar_what, bands=list(ins.sar_order))
+            invalid |= ~np.isfinite(s1).all(axis=0)
+            if ins.sar.nodata is not None and math.isfinite(ins.sar.nodata):
+                invalid |= (s1 == np.float32(ins.sar.nodata)).any(axis=0)
+            if ins.sar_units == "linear":
+                invalid |= (s1 <= 0).any(axis=0)
+                s1[...] = linear_to_db(s1)
+            self._invalid[rows, cs] = invalid
+            if ins.mask is not None and self._mask is not None:
+                m = read_window(ins.mask.dataset, win, ins.mask_what)[0]
+                self._mask[rows, cs] = m != 0  # unknown (nodata / outside) counts as cloud: never kept blindly
+            for ds in (ins.optical, ins.sar.dataset) + ((ins.mask.dataset,) if ins.mask is not None else ()):
+                ds.FlushCache()
 
-    def _read_strip(self, row_off: int, height: int, prev: _Strip | None) -> _Strip:
-        """The strip of a tile row; rows shared with the previous strip are reused, not read (or warped) again."""
+    def _read_strip(self, row_off: int, height: int) -> _Strip:
+        """The strip of a tile row, in buffers allocated once; rows shared with the previous strip are
+        shifted up in place, so every input row is read (and SAR-warped) exactly once."""
         t0 = time.perf_counter()
-        keep = 0 if prev is None else prev.row_off + prev.s2_dn.shape[1] - row_off
-        if prev is None or keep <= 0 or row_off < prev.row_off:
-            strip = self._read_rows(row_off, height)
-        else:
-            keep = min(keep, height)
-            k = slice(row_off - prev.row_off, row_off - prev.row_off + keep)
-            new = None if keep == height else self._read_rows(row_off + keep, height - keep)
-
-            def cat(old: np.ndarray, fresh: np.ndarray | None) -> np.ndarray:
-                return old[..., k, :].copy() if fresh is None else np.concatenate([old[..., k, :], fresh], axis=-2)
-
-            strip = _Strip(
-                row_off,
-                cat(prev.s2_dn, None if new is None else new.s2_dn),
-                cat(prev.s1_db, None if new is None else new.s1_db),
-                cat(prev.invalid, None if new is None else new.invalid),
-                None if prev.mask is None else cat(prev.mask, None if new is None else new.mask),
-            )
+        keep = 0
+        prev = self._strip_row_off
+        if prev is not None and prev <= row_off < prev + height:
+            keep = prev + height - row_off
+            shift = row_off - prev
+            if shift:
+                for buf in (self._s2, self._s1, self._invalid, self._mask):
+                    if buf is not None:
+                        buf[..., :keep, :] = buf[..., shift : shift + keep, :]
+        if keep < height:
+            self._read_rows(row_off + keep, height - keep, keep)
+        self._strip_row_off = row_off
         self.timings["read"] += time.perf_counter() - t0
-        return strip
+        return _Strip(row_off, self._s2, self._s1, self._invalid, self._mask)
 
     # -- model ---------------------------------------------------------------------------------
 
@@ -667,12 +685,11 @@ class _Runner:
         plan = self.plan
         n_rows = len(plan.row_offsets)
         done = 0
-        strip: _Strip | None = None
         self.progress(0.0)
         for r in range(n_rows):
             if self.is_canceled():
                 raise CancelledError("restoration cancelled; no output was written")
-            strip = self._read_strip(plan.row_offsets[r], plan.tile_height, strip)
+            strip = self._read_strip(plan.row_offsets[r], plan.tile_height)
             row_tiles = plan.tile_row(r)
             start = 0
             while start < len(row_tiles):

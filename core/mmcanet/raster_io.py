@@ -204,6 +204,34 @@ def read_window(ds: gdal.Dataset, window: Window, what: str, bands: Sequence[int
     return arr
 
 
+def read_into(ds: gdal.Dataset, window: Window, out: np.ndarray, what: str, bands: Sequence[int] | None = None) -> None:
+    """Read a window of some bands straight into ``out`` (any strides; GDAL converts the data type).
+
+    Args:
+        ds: an open dataset.
+        window: pixels to read.
+        out: ``(len(bands), window.height, window.width)`` array (a view into a larger buffer is fine).
+        what: label for error messages (names the file).
+        bands: 1-based band numbers (default: all, in order).
+
+    Raises:
+        InputError: when GDAL cannot read the data.
+    """
+    band_list = list(bands) if bands is not None else list(range(1, ds.RasterCount + 1))
+    if out.shape != (len(band_list), window.height, window.width):
+        raise ValueError(f"buffer shape {out.shape} does not fit {len(band_list)} bands of {window}")
+    gdal_call(
+        ds.ReadAsArray,
+        window.col_off,
+        window.row_off,
+        window.width,
+        window.height,
+        buf_obj=out,
+        band_list=band_list,
+        what=f"{what}: cannot read pixels {window.col_off},{window.row_off} ({window.width}x{window.height})",
+    )
+
+
 def check_readable(ds: gdal.Dataset, what: str) -> None:
     """Read the first and the last row block of every band, so a truncated file fails before any work.
 

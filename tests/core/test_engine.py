@@ -111,10 +111,11 @@ def test_identity_model_reproduces_input_exactly(make_s2, make_s1, tmp_path: Pat
     assert res.tiles == res.tiles_run >= 1
 
 
-def test_composite_in_column_chunks_is_exact(make_s2, make_s1, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+def test_read_and_composite_in_column_chunks_is_exact(make_s2, make_s1, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
     import mmcanet.engine
 
     monkeypatch.setattr(mmcanet.engine, "_COMPOSITE_COLUMNS", 16)  # 101 px wide: 7 chunks, the last one odd
+    monkeypatch.setattr(mmcanet.engine, "_READ_COLUMNS", 48)
     s2, s1 = make_s2(height=40, width=101), make_s1(height=40, width=101)
     res = run(Identity(), s1, s2, tmp_path / "out.tif", keep_clear=False, mask_output=tmp_path / "m.tif")
     np.testing.assert_array_equal(rasters.read(res.output), rasters.read(s2))
