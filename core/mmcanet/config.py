@@ -67,6 +67,8 @@ class TrainConfig:
         name: model name written into the card.
         tile_size, overlap: inference defaults written into the card.
         resume: continue from run_dir/checkpoint.pt when present.
+        init: model file (.safetensors) whose weights start the run (fine-tuning); its architecture,
+            strategy and config must match this config's.
     """
 
     data: list[DataSource] = field(default_factory=list)
@@ -101,6 +103,7 @@ class TrainConfig:
     tile_size: int = 256
     overlap: int = 32
     resume: bool = False
+    init: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -157,7 +160,9 @@ def config_from_dict(d: dict[str, Any], base: Path | None = None, source: str = 
             raise ConfigError(f"{source}: {key} must be a table, got {value!r}")
         kwargs[key] = value
     cfg = TrainConfig(**kwargs)
-    for key in ("run_dir", "output"):
+    for key in ("run_dir", "output", "init"):
+        if not getattr(cfg, key):
+            continue
         p = Path(os.path.expanduser(getattr(cfg, key)))
         setattr(cfg, key, str(p if p.is_absolute() else base / p))
     _check(cfg, source)

@@ -57,6 +57,9 @@ def _open_source(src: DataSource, split: str) -> tuple[Any, bool]:
     simulate = src.kind in ("simulated", "bigearthnet") or kind == "bigearthnet"
     if kind == "triplets":
         ids = ds.list_triplet_ids(path)
+        unknown = sorted((set(src.include) | set(src.exclude)) - set(ids))
+        if unknown:
+            raise InputError(f"{path}: no triplet with id {', '.join(unknown)} (ids look like {ids[0]!r})")
         if src.include:
             ids = [i for i in ids if i in set(src.include)]
         ids = [i for i in ids if i not in set(src.exclude)]
@@ -79,6 +82,9 @@ class _Filtered:
     def __init__(self, reader: Any, src: DataSource) -> None:
         self.reader = reader
         ids = list(getattr(reader, "ids", range(len(reader))))
+        unknown = sorted(set(src.include) - {str(i) for i in ids}) + sorted(set(src.exclude) - {str(i) for i in ids})
+        if unknown:
+            raise InputError(f"{src.path}: no image with id {', '.join(unknown)} (ids look like {ids[0]!r})")
         keep = [
             i for i, name in enumerate(ids)
             if (not src.include or str(name) in src.include) and str(name) not in src.exclude
@@ -299,6 +305,8 @@ def train(
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     model = build_model(cfg.arch, cfg.strategy, **cfg.model).to(device)
+    if cfg.init:
+        _init_from(model, cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     per_rank = len(data) // world
     steps_per_epoch = max(1, per_rank // cfg.batch_size)
@@ -437,6 +445,19 @@ def train(
         if not keep_process_group:
             dist.destroy_process_group()
     return TrainResult(out_path, run_dir, step, val_metrics, model)
+
+
+def _init_from(model: torch.nn.Module, cfg: TrainConfig) -> None:
+    """Start from the weights of a model file (fine-tuning); the networks must be the same."""
+    from .modelfile import load_model
+
+    src, card = load_model(cfg.init, "cpu")
+    if (card.arch, card.strategy, card.config) != (cfg.arch, cfg.strategy, model_config(cfg.arch, **cfg.model)):
+        raise ConfigError(
+            f"init: {cfg.init} is {card.arch}/{card.strategy} {card.config}; this config builds "
+            f"{cfg.arch}/{cfg.strategy} {model_config(cfg.arch, **cfg.model)}"
+        )
+    model.load_state_dict(src.state_dict())
 
 
 def _forward_train(net: torch.nn.Module, batch: dict[str, torch.Tensor], use_mask: bool) -> dict[str, Any]:

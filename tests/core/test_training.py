@@ -128,3 +128,24 @@ def test_torchrun_two_gloo_processes_keep_replicas_identical(tmp_path: Path, tri
     _, h0, h1, steps = line.split()
     assert h0 == h1
     assert int(steps) >= 1
+
+
+def test_unknown_ids_in_include_or_exclude_are_named(tmp_path: Path, triplet_dir: Path) -> None:
+    d = _cfg(tmp_path, triplet_dir)
+    d["data"] = [{"path": str(triplet_dir), "exclude": ["t9"]}]
+    cfg = config_from_dict(d)
+    with pytest.raises(Exception, match="no triplet with id t9"):
+        train(cfg)
+
+
+def test_fine_tuning_starts_from_a_model_file(tmp_path: Path, triplet_dir: Path) -> None:
+    first = train(config_from_dict(_cfg(tmp_path / "a", triplet_dir, max_steps=2)))
+    cfg = config_from_dict(_cfg(tmp_path / "b", triplet_dir, max_steps=1, lr=1e-12, warmup_steps=1,
+                                init=str(first.model_path)))
+    second = train(cfg)
+    m1, _ = load_model(first.model_path)
+    m2, _ = load_model(second.model_path)
+    for (n1, p1), (_, p2) in zip(m1.state_dict().items(), m2.state_dict().items(), strict=True):
+        assert torch.allclose(p1, p2, atol=1e-6), n1
+    with pytest.raises(ConfigError, match="init:"):
+        train(config_from_dict(_cfg(tmp_path / "c", triplet_dir, init=str(first.model_path), strategy="iterative")))
