@@ -98,3 +98,37 @@ def test_default_compute_is_within_a_tenth_of_dsen2cr() -> None:
     macs = count_macs(model, 256, 256)
     assert macs <= 124e9
     assert count_params(model) < 5_000_000
+
+
+def test_spectral_projection_keeps_clear_pixels_and_removes_foreign_spectra() -> None:
+    from mmcanet.models.spectral import project_to_scene_subspace
+
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(13, generator=g), torch.rand(13, generator=g)
+    mix = torch.rand(1, 32, 32, generator=g)
+    pred = (a[:, None, None] * mix + b[:, None, None] * (1 - mix))[None]  # a 1-D scene: two materials
+    cloud = torch.zeros(1, 1, 32, 32)
+    cloud[..., :16, :] = 1
+    foreign = torch.rand(13, generator=g)
+    pred[0, :, :16, :] += 0.3 * foreign[:, None, None]  # a spectral shape the clear part does not contain
+    out = project_to_scene_subspace(pred, cloud, rank=1)
+    assert torch.equal(out[..., 16:, :], pred[..., 16:, :])
+    # projected cloudy spectra lie on the line through the clear spectra: residual ~0
+    direction = (a - b) / (a - b).norm()
+    centred = out[0, :, :16, :].reshape(13, -1) - pred[0, :, 16:, :].reshape(13, -1).mean(1, keepdim=True)
+    residual = centred - direction[:, None] * (direction @ centred)[None]
+    assert residual.abs().max() < 1e-4
+    assert torch.equal(project_to_scene_subspace(pred, cloud, rank=0), pred)
+
+
+def test_spectral_prior_only_at_inference() -> None:
+    torch.manual_seed(0)
+    model = build_model("mmcanet", "single", **SMALL["mmcanet"], spectral_rank=2)
+    s2, s1 = _inputs(1, 32, 32)
+    train_out = model(s2, s1)
+    model.eval()
+    with torch.no_grad():
+        eval_out = model(s2, s1)
+        raw = model.forward_stages(s2, s1)[-1]
+    assert torch.allclose(train_out.detach(), raw)
+    assert not torch.allclose(eval_out, raw)

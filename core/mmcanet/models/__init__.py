@@ -16,9 +16,9 @@ from .progressive import STRATEGIES, CloudRemovalNet
 from .restorers import DSen2CRRestorer, MMCARestorer, SarEncoder
 
 DEFAULT_CONFIGS: dict[str, dict[str, Any]] = {
-    "mmcanet": {"widths": [16, 32, 64, 96], "heads": 4, "window": 8, "stages": 2, "ring_px": 24},
-    "mmcanet_optical": {"widths": [16, 32, 64, 96], "heads": 4, "window": 8, "stages": 2, "ring_px": 24},
-    "dsen2cr": {"width": 256, "depth": 16, "stages": 2, "ring_px": 24},
+    "mmcanet": {"widths": [16, 32, 64, 96], "heads": 4, "window": 8, "stages": 2, "ring_px": 24, "spectral_rank": 2},
+    "mmcanet_optical": {"widths": [16, 32, 64, 96], "heads": 4, "window": 8, "stages": 2, "ring_px": 24, "spectral_rank": 2},
+    "dsen2cr": {"width": 256, "depth": 16, "stages": 2, "ring_px": 24, "spectral_rank": 2},
 }
 """Default keyword configuration per architecture (these ARE the configuration schema)."""
 
@@ -48,18 +48,20 @@ def build_model(arch: str = "mmcanet", strategy: str = "single", bands: int = 13
         A CloudRemovalNet: ``model(s2 (B,bands,H,W), s1 (B,2,H,W), mask=None) -> (B,bands,H,W)``, all 0-1.
     """
     cfg = model_config(arch, **config)
-    stages, ring_px = int(cfg["stages"]), int(cfg["ring_px"])
+    stages, ring_px, rank = int(cfg["stages"]), int(cfg["ring_px"]), int(cfg["spectral_rank"])
     sar_encoder: nn.Module | None = None
     make: Callable[[], nn.Module]
     if arch == "dsen2cr":
         make = partial(DSen2CRRestorer, bands=bands, width=int(cfg["width"]), depth=int(cfg["depth"]))
-        return CloudRemovalNet(make, None, strategy, stages, bands, pad_multiple=1, ring_px=ring_px, pass_raw_sar=True)
+        return CloudRemovalNet(make, None, strategy, stages, bands, pad_multiple=1, ring_px=ring_px, pass_raw_sar=True,
+                               spectral_rank=rank)
     widths = tuple(int(w) for w in cfg["widths"])
     use_sar = arch == "mmcanet"
     make = partial(MMCARestorer, bands=bands, widths=widths, heads=int(cfg["heads"]), window=int(cfg["window"]), use_sar=use_sar)
     if use_sar:
         sar_encoder = SarEncoder(widths)
-    return CloudRemovalNet(make, sar_encoder, strategy, stages, bands, pad_multiple=2 ** (len(widths) - 1), ring_px=ring_px)
+    return CloudRemovalNet(make, sar_encoder, strategy, stages, bands, pad_multiple=2 ** (len(widths) - 1), ring_px=ring_px,
+                           spectral_rank=rank)
 
 
 __all__ = ["ARCHITECTURES", "DEFAULT_CONFIGS", "STRATEGIES", "CloudRemovalNet", "build_model", "model_config"]

@@ -11,6 +11,7 @@ from torch import nn
 
 from ..names import STRATEGIES
 from .blocks import OpacityNet
+from .spectral import project_to_scene_subspace
 
 
 class CloudRemovalNet(nn.Module):
@@ -36,6 +37,8 @@ class CloudRemovalNet(nn.Module):
         pad_multiple: inputs are reflect-padded to a multiple of this and cropped back.
         ring_px: outside-in ring width in pixels.
         pass_raw_sar: give the raw S1 tensor as context (channel-concatenation restorers).
+        spectral_rank: at inference, cloudy pixels are projected onto the mean + this many principal
+            spectral components of the tile's clear pixels (0 = off); see models/spectral.py.
     """
 
     def __init__(
@@ -48,12 +51,14 @@ class CloudRemovalNet(nn.Module):
         pad_multiple: int = 8,
         ring_px: int = 24,
         pass_raw_sar: bool = False,
+        spectral_rank: int = 0,
     ) -> None:
         super().__init__()
         if strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
         self.strategy, self.stages, self.bands = strategy, max(1, stages), bands
         self.pad_multiple, self.ring_px, self.pass_raw_sar = pad_multiple, ring_px, pass_raw_sar
+        self.spectral_rank = spectral_rank
         n_restorers = self.stages if strategy == "multistage" else 1
         self.restorers = nn.ModuleList(make_restorer() for _ in range(n_restorers))
         self.sar_encoder = sar_encoder
@@ -138,8 +143,17 @@ class CloudRemovalNet(nn.Module):
         return list(self.forward_train(s2, s1, mask)["stages"])
 
     def forward(self, s2: torch.Tensor, s1: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Restore: s2 (B, bands, H, W) 0-1, s1 (B, 2, H, W) 0-1, optional mask -> (B, bands, H, W) 0-1 (unclamped)."""
-        return self.forward_train(s2, s1, mask)["stages"][-1]
+        """Restore: s2 (B, bands, H, W) 0-1, s1 (B, 2, H, W) 0-1, optional mask -> (B, bands, H, W) 0-1 (unclamped).
+
+        In eval mode with ``spectral_rank > 0`` the cloudy pixels (the given mask, else the opacity
+        estimate) are kept in the scene's clear spectral subspace (models/spectral.py).
+        """
+        res = self.forward_train(s2, s1, mask)
+        out: torch.Tensor = res["stages"][-1]
+        if self.spectral_rank > 0 and not self.training:
+            cloud = mask if mask is not None else torch.sigmoid(res["opacity_logits"])
+            out = project_to_scene_subspace(out, cloud, self.spectral_rank)
+        return out
 
     def set_strategy(self, strategy: str) -> None:
         """Switch strategy at inference where the weights allow it (not to/from multistage)."""
