@@ -44,7 +44,7 @@ bench: setup  ## model speed/compute table (bench/bench_models.py) and engine be
 
 train-bundled: setup  ## retrain the bundled model as shipped (2-core CPU: about an hour), copy it into resources/
 	$(VENV)/bin/mmcanet train --config configs/bundled.toml
-	cp runs/bundled/mmcanet_default.safetensors resources/mmcanet_default.safetensors
+	$(PY) scripts/finalize_model.py runs/bundled/mmcanet_default.safetensors configs/bundled.toml
 
 compare: setup  ## docs/COMPARISON.md: every variant trained on the same data and budget, scored on held-out images
 	$(PY) bench/compare_models.py --config configs/compare.toml --markdown docs/COMPARISON.md
