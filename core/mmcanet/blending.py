@@ -8,7 +8,8 @@ overlap by exactly ``taper`` px the ramps add up to 1 (up to the tiny edge weigh
 brightens or darkens the overlap, and a model that returns its input is reproduced exactly.
 
 :class:`StripAccumulator` holds the weighted sums for one tile row's worth of raster rows (``rows x
-width``); rows that no later tile can touch are popped, written and forgotten.
+width``); rows that no later tile can touch are popped, written and forgotten. The sum of the weights
+factorises into a row profile times a column profile (:func:`weight_sums`), so it costs no plane.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import math
 
 import numpy as np
 
-from .tiling import Window
+from .tiling import Tile, TilePlan
 
 EDGE_WEIGHT = 1e-3
 """Weight of a tile's outermost ``margin`` pixels where a neighbour overlaps them (> 0, so never 0 / 0)."""
@@ -71,97 +72,114 @@ def tile_weight(height: int, width: int, taper: int, neighbours: tuple[bool, boo
     return np.outer(ramp(height, taper, top, bottom), ramp(width, taper, left, right))
 
 
-class StripAccumulator:
-    """Weighted sums of overlapping tile outputs for a strip of full-width raster rows.
+def weight_sums(plan: TilePlan, taper: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sum of all tiles' weights, which factorises: ``W(y, x) = rows[y] * cols[x]``.
 
-    Tiles must arrive tile row by tile row (top to bottom); within the strip any order works. The
-    buffer holds ``rows`` raster rows starting at :attr:`row0`: memory is
-    ``(channels + 1) * rows * width * 4`` bytes, independent of the raster height.
+    Every tile weight is ``ramp(row profile) x ramp(column profile)``, the profile depends only on the
+    tile's row (resp. column), and the tiles form a full grid; so the sum over tiles is the product of
+    the per-axis sums and never needs a scene-wide (or strip-wide) weight plane.
 
     Args:
-        width: raster width (px).
-        channels: number of channels accumulated per pixel.
-        rows: strip height (px); at least the tile height.
+        plan: the tile plan.
+        taper: ramp width (px), the overlap.
+
+    Returns:
+        float32 ``(height,)`` and ``(width,)``, both > 0 everywhere.
     """
 
-    def __init__(self, width: int, channels: int, rows: int) -> None:
-        self.width = width
+    def axis(offsets: tuple[int, ...], size: int, length: int) -> np.ndarray:
+        total = np.zeros(length, np.float64)
+        for i, off in enumerate(offsets):
+            total[off : off + size] += ramp(size, taper, i > 0, i < len(offsets) - 1)
+        return total.astype(np.float32)
+
+    return (axis(plan.row_offsets, plan.tile_height, plan.height), axis(plan.col_offsets, plan.tile_width, plan.width))
+
+
+class StripAccumulator:
+    """Weighted sums of overlapping tile outputs for one tile row's worth of full-width raster rows.
+
+    Tiles must arrive tile row by tile row (top to bottom); within a tile row any order works. The
+    buffer holds ``plan.tile_height`` raster rows starting at :attr:`row0`: memory is
+    ``channels * tile_height * width * 4`` bytes, independent of the raster height. The weight sums
+    are not stored per pixel (see :func:`weight_sums`).
+
+    Args:
+        plan: the tile plan.
+        channels: number of channels accumulated per pixel.
+        taper: ramp width (px) of the tile weights, normally ``plan.overlap``.
+    """
+
+    def __init__(self, plan: TilePlan, channels: int, taper: int) -> None:
+        self.plan = plan
         self.channels = channels
-        self.rows = rows
+        self.taper = taper
+        self.rows = plan.tile_height
         self.row0 = 0
-        self._sums = np.zeros((channels, rows, width), dtype=np.float32)
-        self._weight = np.zeros((rows, width), dtype=np.float32)
+        self._row_w, self._col_w = weight_sums(plan, taper)
+        self._sums = np.zeros((channels, self.rows, plan.width), dtype=np.float32)
 
     @property
     def nbytes(self) -> int:
         """Bytes held by the buffers."""
-        return self._sums.nbytes + self._weight.nbytes
+        return self._sums.nbytes + self._row_w.nbytes + self._col_w.nbytes
 
-    def add(self, window: Window, values: np.ndarray, weight: np.ndarray) -> None:
-        """Accumulate one tile.
+    def add(self, tile: Tile, values: np.ndarray) -> None:
+        """Accumulate one tile, weighted by :func:`tile_weight`.
 
         Args:
-            window: the tile's window in raster pixels; its rows must lie in ``[row0, row0 + rows)``.
+            tile: the tile (its window must lie in the strip rows ``[row0, row0 + rows)``).
             values: float32 ``(channels, window.height, window.width)``.
-            weight: float32 ``(window.height, window.width)``, > 0.
 
         Raises:
             ValueError: when the tile lies outside the strip or shapes differ.
         """
+        window = tile.window
         r0 = window.row_off - self.row0
-        if r0 < 0 or r0 + window.height > self.rows or window.col_end > self.width:
+        if r0 < 0 or r0 + window.height > self.rows or window.col_end > self.plan.width:
             raise ValueError(f"tile {window} outside the strip rows [{self.row0}, {self.row0 + self.rows})")
         if values.shape != (self.channels, window.height, window.width):
             raise ValueError(f"values shape {values.shape} != {(self.channels, window.height, window.width)}")
-        rows = slice(r0, r0 + window.height)
-        cols = slice(window.col_off, window.col_end)
-        self._sums[:, rows, cols] += values * weight
-        self._weight[rows, cols] += weight
+        weight = tile_weight(window.height, window.width, self.taper, tile.neighbours)
+        self._sums[:, r0 : r0 + window.height, window.col_off : window.col_end] += values * weight
 
-    def finished(self, upto_row: int) -> tuple[int, np.ndarray, np.ndarray]:
-        """Views of the finished rows ``[row0, upto_row)``, valid until :meth:`advance`.
+    def finished(self, upto_row: int) -> tuple[int, np.ndarray]:
+        """View of the weighted sums of the finished rows ``[row0, upto_row)``, valid until :meth:`advance`.
 
         Args:
             upto_row: first raster row that later tiles may still touch.
 
         Returns:
-            ``(row_off, sums, weight)``: the raster row of the first finished row, the weighted sums
-            ``(channels, n, width)`` and the weight sums ``(n, width)``; ``sums / weight`` is the blend.
+            ``(row_off, sums)``: the raster row of the first finished row and ``(channels, n, width)``.
         """
         n = upto_row - self.row0
         if n < 0 or n > self.rows:
             raise ValueError(f"cannot take rows up to {upto_row} from a strip starting at {self.row0}")
-        return self.row0, self._sums[:, :n], self._weight[:n]
+        return self.row0, self._sums[:, :n]
+
+    def weight(self, rows: slice, cols: slice) -> np.ndarray:
+        """Weight sums ``(n, m)`` of raster rows ``rows`` and columns ``cols`` (absolute, step 1)."""
+        return np.outer(self._row_w[rows], self._col_w[cols])
 
     def advance(self, upto_row: int) -> None:
-        """Forget rows before ``upto_row`` and shift the strip down so it starts there."""
+        """Forget rows before ``upto_row`` and shift the strip so it starts there."""
         n = upto_row - self.row0
         if n < 0 or n > self.rows:
             raise ValueError(f"cannot advance to row {upto_row} from a strip starting at {self.row0}")
         keep = self.rows - n
         if keep > 0 and n > 0:
             self._sums[:, :keep] = self._sums[:, n:].copy()
-            self._weight[:keep] = self._weight[n:].copy()
         self._sums[:, keep:] = 0.0
-        self._weight[keep:] = 0.0
         self.row0 = upto_row
 
     def pop(self, upto_row: int) -> tuple[int, np.ndarray]:
         """Take the finished rows ``[row0, upto_row)`` out of the strip as a weighted mean.
 
-        Args:
-            upto_row: first raster row that later tiles may still touch.
-
         Returns:
             ``(row_off, mean)``: the raster row of the first popped row and the weighted mean
-            float32 ``(channels, upto_row - row0, width)``; pixels no tile touched are 0.
+            float32 ``(channels, upto_row - row0, width)``.
         """
-        row_off, sums, weight = self.finished(upto_row)
-        mean = blend(sums, weight)
+        row_off, sums = self.finished(upto_row)
+        mean = sums / self.weight(slice(row_off, upto_row), slice(0, self.plan.width))
         self.advance(upto_row)
-        return row_off, mean
-
-
-def blend(sums: np.ndarray, weight: np.ndarray) -> np.ndarray:
-    """Weighted mean ``sums / weight`` (float32, 0 where the weight is 0) of :meth:`StripAccumulator.finished` data."""
-    return np.divide(sums, weight, out=np.zeros(sums.shape, np.float32), where=weight > 0)
+        return row_off, mean.astype(np.float32, copy=False)

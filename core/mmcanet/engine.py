@@ -34,7 +34,7 @@ import numpy as np
 from . import __version__
 from .alignment import Aligned, align_to, detect_sar_units
 from .bands import S2_BANDS_L1C, S2_BANDS_L2A, normalise_band_name
-from .blending import StripAccumulator, blend, tile_weight
+from .blending import StripAccumulator
 from .errors import CancelledError, InputError, MMCANetError
 from .normalization import Normalization, linear_to_db
 from .raster_io import (
@@ -400,6 +400,28 @@ def _feather(mask: np.ndarray, radius: int) -> np.ndarray:
     return np.clip(m, 0.0, 1.0).astype(np.float32)
 
 
+_LIBC: Any = None
+
+
+def _release_free_memory() -> None:
+    """Give freed heap pages back to the OS (glibc ``malloc_trim``) once per strip.
+
+    Model activations and strip temporaries of different sizes alternate; without this, glibc keeps
+    the fragmented free memory and the peak RSS creeps up with the scene width. No-op off glibc.
+    """
+    global _LIBC
+    if _LIBC is None:
+        try:
+            import ctypes
+
+            _LIBC = ctypes.CDLL("libc.so.6")
+            _LIBC.malloc_trim.argtypes = [ctypes.c_size_t]
+        except (OSError, AttributeError):
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
+
+
 def _detector() -> Callable[[np.ndarray], Any] | None:
     try:
         from .clouds.detect import detect_clouds
@@ -466,8 +488,8 @@ class _Runner:
         info = ins.optical_info
         self.plan: TilePlan = plan_tiles(info.width, info.height, self.tile_size, self.overlap)
         self.n_in = len(names)
-        # strip channels: alpha * restored (n_in, unit), alpha, cloud mask
-        self.acc = StripAccumulator(info.width, self.n_in + 2, self.plan.tile_height)
+        # strip channels: composited DN (n_in), cloud mask
+        self.acc = StripAccumulator(self.plan, self.n_in + 1, self.overlap)
         th = self.plan.tile_height
         self._s2 = np.zeros((self.n_in, th, info.width), info.dtype)  # strip buffers, reused per tile row
         self._s1 = np.zeros((2, th, info.width), np.float32)
@@ -617,16 +639,20 @@ class _Runner:
             self.tiles_run += len(idx)
 
         t2 = time.perf_counter()
+        scale = np.float32(self.norm.s2_max_dn)
         for i, tile in enumerate(tiles):
             w = tile.window
-            values = np.zeros((self.n_in + 2, w.height, w.width), np.float32)
+            # each tile contributes its composited DN: alpha * restored + (1 - alpha) * input. The input
+            # is the same in every tile, so blending these equals compositing the blend, and no alpha
+            # plane is needed; where alpha = 0 the input DN comes back exactly (even above 10000).
+            values = np.empty((self.n_in + 1, w.height, w.width), np.float32)
+            dn = strip.s2_dn[:, w.row_off - strip.row_off : w.row_end - strip.row_off, w.col_off : w.col_end]
+            values[: self.n_in] = dn
             if i in outputs:
-                values[: self.n_in] = outputs[i][self.out_from_model] * alphas[i]
-            values[self.n_in] = alphas[i]
-            if masks[i] is not None:
-                values[self.n_in + 1] = masks[i]
-            weight = tile_weight(w.height, w.width, self.overlap, tile.neighbours)
-            self.acc.add(w, values, weight)
+                alpha = alphas[i]
+                values[: self.n_in] += alpha * (outputs[i][self.out_from_model] * scale - values[: self.n_in])
+            values[self.n_in] = 0.0 if masks[i] is None else masks[i]
+            self.acc.add(tile, values)
         self.timings["blend"] += time.perf_counter() - t2
 
     # -- compositing and writing -----------------------------------------------------------------
@@ -634,51 +660,53 @@ class _Runner:
     def _composite(self, strip: _Strip, upto_row: int, writers: dict[str, RasterWriter]) -> None:
         """Turn the finished blended rows into output DN (keeping clear input pixels) and write them.
 
-        Works in column chunks so float temporaries stay small on wide scenes; only the uint16 output
-        rows are held at full width.
+        Rows are split at the outputs' block-row boundaries and composited straight into the writers'
+        buffers, column chunk by column chunk, so no full-width float (or extra uint16) copy exists.
         """
         t0 = time.perf_counter()
-        row_off, sums, weight = self.acc.finished(upto_row)
-        n, width = weight.shape
+        row0, sums = self.acc.finished(upto_row)
+        width = sums.shape[2]
         out_writer = writers["output"]
-        out_rows = np.empty((self.n_in, n, width), out_writer.dtype)
-        mask_rows = np.empty((1, n, width), np.uint8) if "mask" in writers else None
-        change_rows = np.empty((1, n, width), np.float32) if "confidence" in writers else None
         nodata = np.float32(self.ins.optical_nodata)
-        r = slice(row_off - strip.row_off, row_off - strip.row_off + n)
-        for c0 in range(0, width, _COMPOSITE_COLUMNS):
-            cs = slice(c0, min(width, c0 + _COMPOSITE_COLUMNS))
-            mean = blend(sums[:, :, cs], weight[:, cs])
-            dn_in = strip.s2_dn[:, r, cs].astype(np.float32)
-            invalid = strip.invalid[r, cs]
-            alpha = mean[self.n_in]
-            out = mean[: self.n_in] * np.float32(self.norm.s2_max_dn) + (1.0 - alpha) * dn_in
-            if out_writer.dtype.kind in "ui":
-                info = np.iinfo(out_writer.dtype)
-                out = np.clip(np.rint(out), info.min, info.max)
-            valid = ~invalid
-            # a restored pixel must not read as nodata (nodata = every band equal to the nodata value)
-            clash = valid & np.all(out == nodata, axis=0)
-            if clash.any():
-                out[:, clash] = nodata + (1 if nodata < 1 else -1)
-            out[:, invalid] = nodata
-            out_rows[:, :, cs] = out
-            cloud = mean[self.n_in + 1] >= 0.5
-            if mask_rows is not None:
-                mask_rows[0, :, cs] = np.where(invalid, MASK_NODATA, cloud)
-            if change_rows is not None:
-                change = np.mean(np.abs(out - dn_in), axis=0) / np.float32(self.norm.s2_max_dn)
-                change[invalid] = CHANGE_NODATA
-                change_rows[0, :, cs] = change
-            self.valid_px += int(valid.sum())
-            self.nodata_px += int(invalid.sum())
-            self.masked_px += int((cloud & valid).sum())
+        row = row0
+        while row < upto_row:
+            n = min(upto_row - row, *(w.room() for w in writers.values()))
+            out_rows = out_writer.region(row, n)
+            mask_rows = writers["mask"].region(row, n) if "mask" in writers else None
+            change_rows = writers["confidence"].region(row, n) if "confidence" in writers else None
+            a = row - row0  # rows in the accumulator
+            r = slice(row - strip.row_off, row - strip.row_off + n)  # rows in the strip
+            for c0 in range(0, width, _COMPOSITE_COLUMNS):
+                cs = slice(c0, min(width, c0 + _COMPOSITE_COLUMNS))
+                mean = sums[:, a : a + n, cs] / self.acc.weight(slice(row, row + n), cs)
+                dn_in = strip.s2_dn[:, r, cs].astype(np.float32)
+                invalid = strip.invalid[r, cs]
+                out = mean[: self.n_in]
+                if out_writer.dtype.kind in "ui":
+                    info = np.iinfo(out_writer.dtype)
+                    out = np.clip(np.rint(out), info.min, info.max)
+                valid = ~invalid
+                # a restored pixel must not read as nodata (nodata = every band equal to the nodata value)
+                clash = valid & np.all(out == nodata, axis=0)
+                if clash.any():
+                    out[:, clash] = nodata + (1 if nodata < 1 else -1)
+                out[:, invalid] = nodata
+                out_rows[:, :, cs] = out
+                cloud = mean[self.n_in] >= 0.5
+                if mask_rows is not None:
+                    mask_rows[0, :, cs] = np.where(invalid, MASK_NODATA, cloud)
+                if change_rows is not None:
+                    change = np.mean(np.abs(out - dn_in), axis=0) / np.float32(self.norm.s2_max_dn)
+                    change[invalid] = CHANGE_NODATA
+                    change_rows[0, :, cs] = change
+                self.valid_px += int(valid.sum())
+                self.nodata_px += int(invalid.sum())
+                self.masked_px += int((cloud & valid).sum())
+            for w in writers.values():
+                w.wrote(row, n)
+            row += n
         self.acc.advance(upto_row)
-        out_writer.write_rows(row_off, out_rows)
-        if mask_rows is not None:
-            writers["mask"].write_rows(row_off, mask_rows)
-        if change_rows is not None:
-            writers["confidence"].write_rows(row_off, change_rows)
+        _release_free_memory()
         self.timings["write"] += time.perf_counter() - t0
 
     def run(self, writers: dict[str, RasterWriter]) -> None:

@@ -382,20 +382,40 @@ class RasterWriter:
             row_off: first raster row of ``data``.
             data: ``(count, n, width)`` array, cast to the file's dtype.
         """
-        if row_off != self._next_row:
-            raise ValueError(f"rows must be written in order: expected row {self._next_row}, got {row_off}")
         if data.shape[0] != self.count or data.shape[2] != self.width:
             raise ValueError(f"data shape {data.shape} does not fit ({self.count}, n, {self.width})")
         n = data.shape[1]
         src = 0
         while src < n:
-            take = min(n - src, self._block_rows - self._pending_rows)
-            self._pending[:, self._pending_rows : self._pending_rows + take] = data[:, src : src + take]
-            self._pending_rows += take
+            take = min(n - src, self.room())
+            self.region(row_off + src, take)[...] = data[:, src : src + take]
+            self.wrote(row_off + src, take)
             src += take
-            if self._pending_rows == self._block_rows or self._pending_row0 + self._pending_rows == self.height:
-                self._flush_pending()
-        self._next_row = row_off + n
+
+    def room(self) -> int:
+        """Rows that can be written before the current row of blocks is complete (>= 1 until the end)."""
+        return min(self._block_rows - self._pending_rows, self.height - self._next_row)
+
+    def region(self, row_off: int, n: int) -> np.ndarray:
+        """Writable ``(count, n, width)`` view for rows ``[row_off, row_off + n)``, ``n <= room()``.
+
+        Fill it, then call :meth:`wrote` with the same rows. Filling the writer's own buffer directly
+        saves a full-width copy of the rows.
+        """
+        if row_off != self._next_row:
+            raise ValueError(f"rows must be written in order: expected row {self._next_row}, got {row_off}")
+        if not 0 < n <= self.room():
+            raise ValueError(f"{n} rows do not fit in the {self.room()} rows left in this row of blocks")
+        return self._pending[:, self._pending_rows : self._pending_rows + n]
+
+    def wrote(self, row_off: int, n: int) -> None:
+        """Mark rows filled through :meth:`region` as written; writes out a completed row of blocks."""
+        if row_off != self._next_row or not 0 < n <= self.room():
+            raise ValueError(f"rows {row_off}..{row_off + n} were not the region handed out")
+        self._pending_rows += n
+        self._next_row += n
+        if self._pending_rows == self._block_rows or self._next_row == self.height:
+            self._flush_pending()
 
     def _flush_pending(self) -> None:
         assert self._ds is not None

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from mmcanet.blending import StripAccumulator, ramp, tile_weight
+from mmcanet.blending import StripAccumulator, ramp, tile_weight, weight_sums
 from mmcanet.tiling import Window, axis_offsets, plan_tiles
 
 
@@ -117,18 +117,35 @@ def test_identity_stitching_reproduces_input(args: tuple[int, int, int, int], ch
     rng = np.random.default_rng(seed)
     image = rng.uniform(0, 1, (channels, height, width)).astype(np.float32)
     plan = plan_tiles(width, height, tile, overlap)
-    acc = StripAccumulator(width, channels, plan.tile_height)
+    acc = StripAccumulator(plan, channels, overlap)
     out = np.full_like(image, np.nan)
     for r in range(len(plan.row_offsets)):
         for t in plan.tile_row(r):
-            w = t.window
-            acc.add(w, image[(slice(None), *w.slices())], tile_weight(w.height, w.width, overlap, t.neighbours))
+            acc.add(t, image[(slice(None), *t.window.slices())])
         row_off, mean = acc.pop(plan.final_row(r))
         out[:, row_off : row_off + mean.shape[1]] = mean
     np.testing.assert_allclose(out, image, rtol=1e-5, atol=1e-6)
 
 
+@given(sizes())
+@settings(max_examples=100, deadline=None)
+def test_weight_sums_factorise(args: tuple[int, int, int, int]) -> None:
+    """The per-axis weight sums multiply to the sum of every tile's 2-D weight (no weight plane needed)."""
+    width, height, tile, overlap = args
+    overlap = min(overlap, tile // 2)
+    plan = plan_tiles(width, height, tile, overlap)
+    total = np.zeros((height, width), np.float64)
+    for t in plan.tiles():
+        w = t.window
+        total[w.slices()] += tile_weight(w.height, w.width, overlap, t.neighbours)
+    rows, cols = weight_sums(plan, overlap)
+    np.testing.assert_allclose(np.outer(rows, cols), total, rtol=1e-5)
+    assert (rows > 0).all() and (cols > 0).all()
+
+
 def test_strip_rejects_tiles_outside() -> None:
-    acc = StripAccumulator(10, 1, 4)
+    plan = plan_tiles(10, 12, 4, 1)
+    acc = StripAccumulator(plan, 1, 1)
+    tile = list(plan.tiles())[-1]  # last tile row: not in the strip yet
     with pytest.raises(ValueError):
-        acc.add(Window(0, 2, 4, 4), np.zeros((1, 4, 4), np.float32), np.ones((4, 4), np.float32))
+        acc.add(tile, np.zeros((1, 4, 4), np.float32))
