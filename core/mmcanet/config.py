@@ -46,7 +46,10 @@ class TrainConfig:
         strategy: progressive strategy (single, multistage, iterative, thin_to_thick, outside_in).
         model: architecture overrides (e.g. {"widths": [16, 32, 64, 96], "stages": 2}).
         epochs: passes over the training sources.
-        max_steps: stop after this many optimiser steps (0 = no limit); a fixed budget for comparisons.
+        max_steps: stop after this many optimiser steps (0 = no limit); a fixed budget for comparisons
+            (the learning-rate schedule spans this budget).
+        stop_at: end the run after this step WITHOUT changing the schedule (0 = off): an early stop
+            that rerunning the config reproduces exactly.
         batch_size: samples per step (per process under torchrun).
         crop: random crop side in px for training (multiple of 8).
         lr: peak AdamW learning rate.
@@ -78,6 +81,7 @@ class TrainConfig:
     model: dict[str, Any] = field(default_factory=dict)
     epochs: int = 10
     max_steps: int = 0
+    stop_at: int = 0
     batch_size: int = 4
     crop: int = 128
     lr: float = 1e-3

@@ -353,8 +353,9 @@ def train(
         if rank == 0:
             _save_ckpt(ckpt_path, model, opt, {"step": step, "epoch": epoch, "batch": batch})
 
+    end = min(total, cfg.stop_at) if cfg.stop_at else total
     epoch = start_epoch
-    done = step >= total
+    done = step >= end
     while not done and epoch < cfg.epochs:
         order = np.random.default_rng([cfg.seed, epoch, 7]).permutation(len(data))[: per_rank * world]
         mine = order[rank::world]
@@ -399,9 +400,9 @@ def train(
                 bar.update(1)
                 bar.set_postfix(loss=f"{float(loss):.4f}")
             if progress is not None:
-                progress(step / total)
+                progress(step / end)
             last_of_epoch = b == steps_per_epoch - 1
-            done = step >= total
+            done = step >= end
             if step % cfg.log_every == 0 or last_of_epoch or done:
                 row: dict[str, Any] = {"step": step, "epoch": epoch, "lr": f"{lr:.3g}", "seconds": f"{time.perf_counter() - t0:.1f}"}
                 row.update({k2: f"{np.mean(v):.5f}" for k2, v in acc.items()})

@@ -149,3 +149,15 @@ def test_fine_tuning_starts_from_a_model_file(tmp_path: Path, triplet_dir: Path)
         assert torch.allclose(p1, p2, atol=1e-6), n1
     with pytest.raises(ConfigError, match="init:"):
         train(config_from_dict(_cfg(tmp_path / "c", triplet_dir, init=str(first.model_path), strategy="iterative")))
+
+
+def test_stop_at_ends_early_without_changing_the_schedule(tmp_path: Path, triplet_dir: Path) -> None:
+    full = train(config_from_dict(_cfg(tmp_path / "a", triplet_dir)))
+    early = train(config_from_dict(_cfg(tmp_path / "b", triplet_dir, stop_at=2)))
+    assert early.steps == 2 < full.steps
+    resumed = train(config_from_dict(_cfg(tmp_path / "b", triplet_dir, resume=True)))
+    assert resumed.steps == full.steps
+    m1, _ = load_model(full.model_path)
+    m2, _ = load_model(resumed.model_path)
+    for (n1, p1), (_, p2) in zip(m1.state_dict().items(), m2.state_dict().items(), strict=True):
+        assert torch.equal(p1, p2), n1
