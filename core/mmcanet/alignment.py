@@ -34,12 +34,14 @@ class Aligned:
         warped: True when a warped VRT resamples the input.
         coverage: fraction of the optical grid covered by the input (1.0 when not warped).
         nodata: value marking missing pixels in ``dataset`` (NaN for warped float data).
+        source: the input dataset itself (the warped VRT reads through it: flush both to free blocks).
     """
 
     dataset: gdal.Dataset
     warped: bool
     coverage: float
     nodata: float | None
+    source: gdal.Dataset | None = None
 
 
 def _srs(wkt: str) -> osr.SpatialReference:
@@ -134,7 +136,7 @@ def align_to(
     warn = warn or (lambda _msg: None)
     nodata = info.nodata[0]
     if info.georeferenced and ref.georeferenced and same_grid(info, ref):
-        return Aligned(ds, warped=False, coverage=1.0, nodata=nodata)
+        return Aligned(ds, warped=False, coverage=1.0, nodata=nodata, source=ds)
     if not info.georeferenced or not ref.georeferenced:
         if (info.width, info.height) == (ref.width, ref.height):
             if not info.georeferenced and not ref.georeferenced:
@@ -142,7 +144,7 @@ def align_to(
             else:
                 missing = what if not info.georeferenced else ref_what
                 warn(f"{missing} has no georeferencing; assuming it is co-registered with the other input (same size)")
-            return Aligned(ds, warped=False, coverage=1.0, nodata=nodata)
+            return Aligned(ds, warped=False, coverage=1.0, nodata=nodata, source=ds)
         missing = what if not info.georeferenced else ref_what
         raise InputError(
             f"{missing} has no georeferencing (no CRS / geotransform) and its size differs "
@@ -187,7 +189,7 @@ def align_to(
         outputType=gdal.GDT_Float32 if is_float else gdal.GDT_Unknown,
     )
     vrt = gdal_call(gdal.Warp, "", ds, options=opts, what=f"{what}: cannot be warped onto the grid of {ref_what}")
-    return Aligned(vrt, warped=True, coverage=coverage, nodata=dst_nodata)
+    return Aligned(vrt, warped=True, coverage=coverage, nodata=dst_nodata, source=ds)
 
 
 def _fmt_box(box: tuple[float, float, float, float] | None) -> str:
