@@ -34,13 +34,12 @@ def main() -> None:
     ap.add_argument("--config", default="configs/compare.toml")
     ap.add_argument("--out", default="runs/compare")
     ap.add_argument("--markdown", default="docs/COMPARISON.md")
-    ap.add_argument("--only", default="", help="comma-separated arch:strategy list")
+    ap.add_argument("--only", default="", help="comma-separated arch:strategy list, run in this order")
     args = ap.parse_args()
-    only = {tuple(x.split(":")) for x in args.only.split(",") if x}
+    only = [tuple(x.split(":")) for x in args.only.split(",") if x]
+    variants = [v for o in only for v in VARIANTS if (v[0], v[1]) == o] if only else VARIANTS
     rows = []
-    for arch, strategy, model_cfg in VARIANTS:
-        if only and (arch, strategy) not in only:
-            continue
+    for arch, strategy, model_cfg in variants:
         name = f"{arch}-{strategy}"
         run_dir = Path(args.out) / name
         cfg = load_config(args.config, {
