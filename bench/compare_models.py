@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import argparse
 import platform
-import time
 from pathlib import Path
 
 import torch
+from mmcanet.complexity import count_macs
 from mmcanet.config import load_config
+from mmcanet.models import build_model
 from mmcanet.training import train
 
 VARIANTS: list[tuple[str, str, dict[str, object]]] = [
@@ -46,10 +47,10 @@ def main() -> None:
             "arch": arch, "strategy": strategy, "model": model_cfg, "name": name, "resume": True,
             "run_dir": str(run_dir.resolve()), "output": str((run_dir / "model.safetensors").resolve()),
         })
-        t = time.perf_counter()
         res = train(cfg)
         m = res.val_metrics
-        rows.append((arch, strategy, model_cfg, res.steps, time.perf_counter() - t, m))
+        gmacs = count_macs(build_model(arch, strategy, **model_cfg), 256, 256) / 1e9  # type: ignore[arg-type]
+        rows.append((arch, strategy, model_cfg, res.steps, gmacs, m))
         print(f"{name}: PSNR {m['psnr']:.2f} (identity {m['identity_psnr']:.2f}) SSIM {m['ssim']:.3f} "
               f"MAE {m['mae']:.4f} SAM {m['sam']:.2f}", flush=True)
     if not rows:
@@ -61,17 +62,17 @@ def main() -> None:
         f"Command: `.venv/bin/python bench/compare_models.py --config {args.config}` "
         f"({platform.machine()}, torch {torch.__version__}, CPU).",
         "Budget per variant: the config's max_steps / batch_size / crop; validation on held-out real images "
-        f"({int(ident['n_images'])} images: 3 SEN12MS-CR triplets with SAR + 6 cloudy/clear pairs without SAR).",
-        "Training time includes concurrent load on the shared machine: compare it only as a rough ratio.",
+        f"({int(ident['n_images'])} images: 3 SEN12MS-CR triplets with SAR + 3 cloudy/clear pairs without SAR).",
+        "GMACs = compute of one 256x256 tile at inference (training cost scales with it).",
         "",
-        "| model | strategy | steps | train min | PSNR dB | SSIM | MAE | SAM deg |",
+        "| model | strategy | steps | GMACs/tile | PSNR dB | SSIM | MAE | SAM deg |",
         "|---|---|---|---|---|---|---|---|",
         f"| identity (cloudy input) | - | - | - | {ident['identity_psnr']:.2f} | {ident['identity_ssim']:.3f} | "
         f"{ident['identity_mae']:.4f} | {ident['identity_sam']:.2f} |",
     ]
-    for arch, strategy, model_cfg, steps, sec, m in rows:
+    for arch, strategy, model_cfg, steps, gmacs, m in rows:
         label = arch + (f" {model_cfg}" if model_cfg else "")
-        lines.append(f"| {label} | {strategy} | {steps} | {sec / 60:.1f} | {m['psnr']:.2f} | {m['ssim']:.3f} | "
+        lines.append(f"| {label} | {strategy} | {steps} | {gmacs:.1f} | {m['psnr']:.2f} | {m['ssim']:.3f} | "
                      f"{m['mae']:.4f} | {m['sam']:.2f} |")
     Path(args.markdown).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
