@@ -14,6 +14,7 @@ factorises into a row profile times a column profile (:func:`weight_sums`), so i
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -56,6 +57,7 @@ def ramp(length: int, taper: int, start: bool, end: bool, margin: int | None = N
     return w.astype(np.float32)
 
 
+@functools.lru_cache(maxsize=32)
 def tile_weight(height: int, width: int, taper: int, neighbours: tuple[bool, bool, bool, bool]) -> np.ndarray:
     """2-D blending weight of a tile: outer product of two :func:`ramp` profiles.
 
@@ -66,10 +68,12 @@ def tile_weight(height: int, width: int, taper: int, neighbours: tuple[bool, boo
         neighbours: (top, bottom, left, right) sides that overlap another tile.
 
     Returns:
-        float32 ``(height, width)`` weight in (0, 1].
+        float32 ``(height, width)`` weight in (0, 1], cached and read-only.
     """
     top, bottom, left, right = neighbours
-    return np.outer(ramp(height, taper, top, bottom), ramp(width, taper, left, right))
+    w = np.outer(ramp(height, taper, top, bottom), ramp(width, taper, left, right))
+    w.flags.writeable = False
+    return w
 
 
 def weight_sums(plan: TilePlan, taper: int) -> tuple[np.ndarray, np.ndarray]:
@@ -129,7 +133,7 @@ class StripAccumulator:
 
         Args:
             tile: the tile (its window must lie in the strip rows ``[row0, row0 + rows)``).
-            values: float32 ``(channels, window.height, window.width)``.
+            values: float32 ``(channels, window.height, window.width)``; scaled by the weight in place.
 
         Raises:
             ValueError: when the tile lies outside the strip or shapes differ.
@@ -141,7 +145,8 @@ class StripAccumulator:
         if values.shape != (self.channels, window.height, window.width):
             raise ValueError(f"values shape {values.shape} != {(self.channels, window.height, window.width)}")
         weight = tile_weight(window.height, window.width, self.taper, tile.neighbours)
-        self._sums[:, r0 : r0 + window.height, window.col_off : window.col_end] += values * weight
+        np.multiply(values, weight, out=values)
+        self._sums[:, r0 : r0 + window.height, window.col_off : window.col_end] += values
 
     def finished(self, upto_row: int) -> tuple[int, np.ndarray]:
         """View of the weighted sums of the finished rows ``[row0, upto_row)``, valid until :meth:`advance`.

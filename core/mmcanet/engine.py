@@ -566,6 +566,15 @@ class _Runner:
 
     # -- model ---------------------------------------------------------------------------------
 
+    def _s2_unit(self, dn: np.ndarray) -> np.ndarray:
+        """S2 DN -> model units (float32 0-1); integer DN take a fast path (no NaN/inf to clean)."""
+        if dn.dtype.kind not in "ui":
+            return self.norm.s2_to_unit(dn)
+        unit = dn.astype(np.float32)
+        np.minimum(unit, np.float32(self.norm.s2_max_dn), out=unit)
+        unit /= np.float32(self.norm.s2_max_dn)
+        return unit
+
     def _forward(self, s2: torch.Tensor, s1: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """Model forward with automatic batch splitting on CUDA out-of-memory."""
         import torch
@@ -602,8 +611,7 @@ class _Runner:
             w = tile.window
             rows = slice(w.row_off - strip.row_off, w.row_end - strip.row_off)
             cols = slice(w.col_off, w.col_end)
-            dn = strip.s2_dn[:, rows, cols]
-            unit = self.norm.s2_to_unit(dn)
+            unit = self._s2_unit(strip.s2_dn[:, rows, cols])
             invalid = strip.invalid[rows, cols]
             mask = strip.mask[rows, cols] if strip.mask is not None else None
             if mask is None and self.detect is not None:
@@ -616,9 +624,12 @@ class _Runner:
             else:
                 alpha = np.ones(invalid.shape, np.float32)
             alpha[invalid] = 0.0
-            model_in = np.empty((len(self.band_map), *unit.shape[1:]), np.float32)
-            for k, j in enumerate(self.band_map):
-                model_in[k] = unit[j] if j >= 0 else self.b10_fill
+            if self.band_map == list(range(len(self.band_map))):
+                model_in = unit
+            else:
+                model_in = np.empty((len(self.band_map), *unit.shape[1:]), np.float32)
+                for k, j in enumerate(self.band_map):
+                    model_in[k] = unit[j] if j >= 0 else self.b10_fill
             s2_in.append(model_in)
             s1_in.append(self.norm.s1_to_unit(strip.s1_db[:, rows, cols]))
             masks.append(mask)

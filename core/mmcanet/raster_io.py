@@ -151,6 +151,11 @@ def open_raster(path: str | os.PathLike[str], what: str) -> tuple[gdal.Dataset, 
     if os.path.isdir(p):
         raise InputError(f"{label}: is a folder, expected a raster file")
     ds = gdal_call(gdal.OpenEx, p, gdal.OF_RASTER | gdal.OF_READONLY, what=f"{label}: cannot be opened as a raster")
+    if ds.GetDriver().ShortName == "GTiff":  # decode compressed blocks on every core (GDAL >= 3.6)
+        with gdal_errors():
+            threaded = gdal.OpenEx(p, gdal.OF_RASTER | gdal.OF_READONLY, open_options=["NUM_THREADS=ALL_CPUS"])
+        if threaded is not None:
+            ds = threaded
     if ds.RasterCount < 1:
         raise InputError(f"{label}: has no raster bands")
     band = ds.GetRasterBand(1)
@@ -248,7 +253,7 @@ def check_readable(ds: gdal.Dataset, what: str) -> None:
 def _creation_options(dtype: np.dtype, block: int, width: int, height: int) -> list[str]:
     predictor = "3" if dtype.kind == "f" else "2"
     # ZLEVEL=1: 3.6x faster than the default level 6 for ~3% larger files (measured, docs/ENGINE.md)
-    opts = ["COMPRESS=DEFLATE", f"PREDICTOR={predictor}", "ZLEVEL=1", "BIGTIFF=IF_SAFER"]
+    opts = ["COMPRESS=DEFLATE", f"PREDICTOR={predictor}", "ZLEVEL=1", "BIGTIFF=IF_SAFER", "NUM_THREADS=ALL_CPUS"]
     if width >= 16 and height >= 16:
         b = max(16, block // 16 * 16)
         opts += ["TILED=YES", f"BLOCKXSIZE={b}", f"BLOCKYSIZE={b}"]

@@ -121,7 +121,7 @@ def test_identity_stitching_reproduces_input(args: tuple[int, int, int, int], ch
     out = np.full_like(image, np.nan)
     for r in range(len(plan.row_offsets)):
         for t in plan.tile_row(r):
-            acc.add(t, image[(slice(None), *t.window.slices())])
+            acc.add(t, image[(slice(None), *t.window.slices())].copy())  # add() scales in place
         row_off, mean = acc.pop(plan.final_row(r))
         out[:, row_off : row_off + mean.shape[1]] = mean
     np.testing.assert_allclose(out, image, rtol=1e-5, atol=1e-6)
