@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+from osgeo import gdal
 
 from . import __version__
 from .alignment import Aligned, align_to, detect_sar_units
@@ -62,6 +63,7 @@ SAR_UNITS: tuple[str, ...] = ("auto", "db", "linear")
 MASK_NODATA = 255
 _COMPOSITE_COLUMNS = 512  # column chunk of the compositing step (bounds its float temporaries)
 _READ_COLUMNS = 2048  # column chunk of strip reads (bounds GDAL's cached blocks); a multiple of 256
+_SOURCE_CACHE_BYTES = 64 * 1024 * 1024  # GDAL cache use above which warped sources' blocks are released
 CHANGE_NODATA = -1.0
 
 
@@ -496,12 +498,11 @@ class _Runner:
         self._invalid = np.zeros((th, info.width), bool)
         self._mask = np.zeros((th, info.width), bool) if ins.mask is not None else None
         self._strip_row_off: int | None = None
-        # datasets whose blocks are released after each read, warped VRTs *and* their sources (the
-        # source's blocks would otherwise fill GDAL's cache as the scene is read)
-        self._datasets = [ins.optical]
-        for aligned in (ins.sar, ins.mask):
-            if aligned is not None:
-                self._datasets += [aligned.dataset] + ([aligned.source] if aligned.warped and aligned.source else [])
+        # datasets whose blocks are released after each read chunk; the sources behind warped VRTs
+        # are released when GDAL's cache holds more than _SOURCE_CACHE_BYTES (their blocks straddle
+        # strips and are worth keeping briefly, but would otherwise fill the cache as the scene is read)
+        self._datasets = [ins.optical] + [a.dataset for a in (ins.sar, ins.mask) if a is not None]
+        self._sources = [a.source for a in (ins.sar, ins.mask) if a is not None and a.warped and a.source is not None]
         self.batch_size = opts.batch_size
         self.timings = {"read": 0.0, "detect": 0.0, "model": 0.0, "blend": 0.0, "write": 0.0}
         self.tiles_run = 0
@@ -544,6 +545,9 @@ class _Runner:
                 self._mask[rows, cs] = m != 0  # unknown (nodata / outside) counts as cloud: never kept blindly
             for ds in self._datasets:
                 ds.FlushCache()
+            if self._sources and gdal.GetCacheUsed() > _SOURCE_CACHE_BYTES:
+                for ds in self._sources:
+                    ds.FlushCache()
 
     def _read_strip(self, row_off: int, height: int) -> _Strip:
         """The strip of a tile row, in buffers allocated once; rows shared with the previous strip are
