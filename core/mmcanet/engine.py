@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -63,6 +64,7 @@ SAR_UNITS: tuple[str, ...] = ("auto", "db", "linear")
 MASK_NODATA = 255
 _COMPOSITE_COLUMNS = 512  # column chunk of the compositing step (bounds its float temporaries)
 _READ_COLUMNS = 2048  # column chunk of strip reads (bounds GDAL's cached blocks); a multiple of 256
+_PREFETCH = True  # read the next strip in a background thread while the model runs
 _SOURCE_CACHE_BYTES = 64 * 1024 * 1024  # GDAL cache use above which warped sources' blocks are released
 CHANGE_NODATA = -1.0
 
@@ -159,8 +161,10 @@ class RestoreResult:
         cloud_fraction: fraction of valid pixels masked as cloud or shadow (NaN without a mask).
         nodata_fraction: fraction of output pixels that are nodata.
         seconds: wall time of the whole call.
-        timings: seconds per phase: ``read`` (inputs, alignment), ``detect``, ``model`` (forward only),
-            ``blend``, ``write`` (compositing and output).
+        timings: seconds per phase on the calling thread: ``read`` (first strip, waiting for the
+            prefetch, tile preparation), ``detect``, ``model`` (forward only), ``blend``, ``write``
+            (compositing and output); ``read_background``: the prefetch thread's time (reading and
+            warping the next strip while the model runs; overlaps the others).
         warnings: everything the user should know (also sent to ``log``).
     """
 
@@ -492,19 +496,13 @@ class _Runner:
         self.n_in = len(names)
         # strip channels: composited DN (n_in), cloud mask
         self.acc = StripAccumulator(self.plan, self.n_in + 1, self.overlap)
-        th = self.plan.tile_height
-        self._s2 = np.zeros((self.n_in, th, info.width), info.dtype)  # strip buffers, reused per tile row
-        self._s1 = np.zeros((2, th, info.width), np.float32)
-        self._invalid = np.zeros((th, info.width), bool)
-        self._mask = np.zeros((th, info.width), bool) if ins.mask is not None else None
-        self._strip_row_off: int | None = None
         # datasets whose blocks are released after each read chunk; the sources behind warped VRTs
         # are released when GDAL's cache holds more than _SOURCE_CACHE_BYTES (their blocks straddle
         # strips and are worth keeping briefly, but would otherwise fill the cache as the scene is read)
         self._datasets = [ins.optical] + [a.dataset for a in (ins.sar, ins.mask) if a is not None]
         self._sources = [a.source for a in (ins.sar, ins.mask) if a is not None and a.warped and a.source is not None]
         self.batch_size = opts.batch_size
-        self.timings = {"read": 0.0, "detect": 0.0, "model": 0.0, "blend": 0.0, "write": 0.0}
+        self.timings = {"read": 0.0, "read_background": 0.0, "detect": 0.0, "model": 0.0, "blend": 0.0, "write": 0.0}
         self.tiles_run = 0
         self.masked_px = 0
         self.valid_px = 0
@@ -513,7 +511,18 @@ class _Runner:
 
     # -- reading -------------------------------------------------------------------------------
 
-    def _read_rows(self, row_off: int, n: int, dst: int) -> None:
+    def _new_strip(self) -> _Strip:
+        """Strip buffers for one tile row (allocated twice per run: one in use, one being read)."""
+        th, width = self.plan.tile_height, self.ins.optical_info.width
+        return _Strip(
+            row_off=-1,
+            s2_dn=np.zeros((self.n_in, th, width), self.ins.optical_info.dtype),
+            s1_db=np.zeros((2, th, width), np.float32),
+            invalid=np.zeros((th, width), bool),
+            mask=np.zeros((th, width), bool) if self.ins.mask is not None else None,
+        )
+
+    def _read_rows(self, strip: _Strip, row_off: int, n: int, dst: int) -> None:
         """Read raster rows ``[row_off, row_off + n)`` of every input into strip rows ``[dst, dst + n)``.
 
         Reads go straight into the strip buffers, in column chunks after each of which the inputs'
@@ -526,12 +535,12 @@ class _Runner:
             cw = min(_READ_COLUMNS, width - c0)
             cs = slice(c0, c0 + cw)
             win = Window(c0, row_off, cw, n)
-            s2 = self._s2[:, rows, cs]
+            s2 = strip.s2_dn[:, rows, cs]
             read_into(ins.optical, win, s2, self.opt_what)
             invalid = np.all(s2 == np.array(ins.optical_nodata).astype(s2.dtype), axis=0)
             if s2.dtype.kind == "f":
                 invalid |= ~np.isfinite(s2).all(axis=0)
-            s1 = self._s1[:, rows, cs]
+            s1 = strip.s1_db[:, rows, cs]
             read_into(ins.sar.dataset, win, s1, self.sar_what, bands=list(ins.sar_order))
             invalid |= ~np.isfinite(s1).all(axis=0)
             if ins.sar.nodata is not None and math.isfinite(ins.sar.nodata):
@@ -539,34 +548,51 @@ class _Runner:
             if ins.sar_units == "linear":
                 invalid |= (s1 <= 0).any(axis=0)
                 s1[...] = linear_to_db(s1)
-            self._invalid[rows, cs] = invalid
-            if ins.mask is not None and self._mask is not None:
+            strip.invalid[rows, cs] = invalid
+            if ins.mask is not None and strip.mask is not None:
                 m = read_window(ins.mask.dataset, win, ins.mask_what)[0]
-                self._mask[rows, cs] = m != 0  # unknown (nodata / outside) counts as cloud: never kept blindly
+                strip.mask[rows, cs] = m != 0  # unknown (nodata / outside) counts as cloud: never kept blindly
             for ds in self._datasets:
                 ds.FlushCache()
             if self._sources and gdal.GetCacheUsed() > _SOURCE_CACHE_BYTES:
                 for ds in self._sources:
                     ds.FlushCache()
 
-    def _read_strip(self, row_off: int, height: int) -> _Strip:
-        """The strip of a tile row, in buffers allocated once; rows shared with the previous strip are
-        shifted up in place, so every input row is read (and SAR-warped) exactly once."""
-        t0 = time.perf_counter()
+    def _fill(self, strip: _Strip, row_off: int, prev: _Strip | None) -> None:
+        """Load the strip of the tile row at ``row_off``; rows shared with ``prev`` are copied from it,
+        so every input row is read (and SAR-warped) exactly once."""
+        height = self.plan.tile_height
         keep = 0
-        prev = self._strip_row_off
-        if prev is not None and prev <= row_off < prev + height:
-            keep = prev + height - row_off
-            shift = row_off - prev
-            if shift:
-                for buf in (self._s2, self._s1, self._invalid, self._mask):
-                    if buf is not None:
-                        buf[..., :keep, :] = buf[..., shift : shift + keep, :]
+        if prev is not None and prev.row_off <= row_off < prev.row_off + height:
+            keep = prev.row_off + height - row_off
+            shift = row_off - prev.row_off
+            for dst, src in ((strip.s2_dn, prev.s2_dn), (strip.s1_db, prev.s1_db), (strip.invalid, prev.invalid),
+                             (strip.mask, prev.mask)):
+                if dst is not None and src is not None:
+                    dst[..., :keep, :] = src[..., shift : shift + keep, :]
         if keep < height:
-            self._read_rows(row_off + keep, height - keep, keep)
-        self._strip_row_off = row_off
-        self.timings["read"] += time.perf_counter() - t0
-        return _Strip(row_off, self._s2, self._s1, self._invalid, self._mask)
+            self._read_rows(strip, row_off + keep, height - keep, keep)
+        strip.row_off = row_off
+
+    def _prefetch(self, strip: _Strip, row_off: int, prev: _Strip) -> tuple[threading.Thread, list[BaseException]]:
+        """Fill the next strip in a background thread while the current tile row runs through the model.
+
+        Only this thread touches the input datasets meanwhile (GDAL handles are not shared across
+        threads); GDAL decoding and warping release the GIL, so reading overlaps the model's work.
+        """
+        errors: list[BaseException] = []
+
+        def work() -> None:
+            t0 = time.perf_counter()
+            try:
+                self._fill(strip, row_off, prev)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
+                errors.append(exc)
+            self.timings["read_background"] += time.perf_counter() - t0
+
+        thread = threading.Thread(target=work, name="mmcanet-prefetch", daemon=True)
+        thread.start()
+        return thread, errors
 
     # -- model ---------------------------------------------------------------------------------
 
@@ -737,21 +763,43 @@ class _Runner:
         n_rows = len(plan.row_offsets)
         done = 0
         self.progress(0.0)
+        prefetch = _PREFETCH and n_rows > 1
+        strips = (self._new_strip(), self._new_strip()) if prefetch else (self._new_strip(),)
+        t0 = time.perf_counter()
+        strip = strips[0]
+        self._fill(strip, plan.row_offsets[0], None)
+        self.timings["read"] += time.perf_counter() - t0
         for r in range(n_rows):
             if self.is_canceled():
                 raise CancelledError("restoration cancelled; no output was written")
-            strip = self._read_strip(plan.row_offsets[r], plan.tile_height)
-            row_tiles = plan.tile_row(r)
-            start = 0
-            while start < len(row_tiles):
-                if self.is_canceled():
-                    raise CancelledError("restoration cancelled; no output was written")
-                batch = row_tiles[start : start + self.batch_size]
-                self._run_tiles(batch, strip)
-                start += len(batch)
-                done += len(batch)
-                self.progress(min(0.999, done / plan.n_tiles))
-            self._composite(strip, plan.final_row(r), writers)
+            pending = None
+            if r > 0 and not prefetch:  # one buffer: shift the shared rows up, read the rest now
+                t0 = time.perf_counter()
+                self._fill(strip, plan.row_offsets[r], strip)
+                self.timings["read"] += time.perf_counter() - t0
+            if prefetch and r + 1 < n_rows:
+                pending = self._prefetch(strips[(r + 1) % 2], plan.row_offsets[r + 1], strip)
+            try:
+                row_tiles = plan.tile_row(r)
+                start = 0
+                while start < len(row_tiles):
+                    if self.is_canceled():
+                        raise CancelledError("restoration cancelled; no output was written")
+                    batch = row_tiles[start : start + self.batch_size]
+                    self._run_tiles(batch, strip)
+                    start += len(batch)
+                    done += len(batch)
+                    self.progress(min(0.999, done / plan.n_tiles))
+                self._composite(strip, plan.final_row(r), writers)
+            finally:
+                if pending is not None:
+                    t0 = time.perf_counter()
+                    pending[0].join()
+                    self.timings["read"] += time.perf_counter() - t0  # waiting for the prefetch
+            if pending is not None:
+                if pending[1]:
+                    raise pending[1][0]
+                strip = strips[(r + 1) % 2]
 
 
 # ----------------------------------------------------------------------------------------------------
