@@ -64,7 +64,7 @@ SAR_UNITS: tuple[str, ...] = ("auto", "db", "linear")
 MASK_NODATA = 255
 _COMPOSITE_COLUMNS = 512  # column chunk of the compositing step (bounds its float temporaries)
 _READ_COLUMNS = 2048  # column chunk of strip reads (bounds GDAL's cached blocks); a multiple of 256
-_PREFETCH = True  # read the next strip in a background thread while the model runs
+_PREFETCH_ON_CPU = False  # read the next strip in a background thread also when the model runs on the CPU
 _SOURCE_CACHE_BYTES = 64 * 1024 * 1024  # GDAL cache use above which warped sources' blocks are released
 CHANGE_NODATA = -1.0
 
@@ -763,7 +763,9 @@ class _Runner:
         n_rows = len(plan.row_offsets)
         done = 0
         self.progress(0.0)
-        prefetch = _PREFETCH and n_rows > 1
+        # a background reader pays off when the model runs on a GPU (the CPU is idle meanwhile); on the
+        # CPU torch already uses every core, and measured wall times did not improve (docs/ENGINE.md)
+        prefetch = n_rows > 1 and (self.device.type != "cpu" or _PREFETCH_ON_CPU)
         strips = (self._new_strip(), self._new_strip()) if prefetch else (self._new_strip(),)
         t0 = time.perf_counter()
         strip = strips[0]

@@ -122,6 +122,18 @@ def test_read_and_composite_in_column_chunks_is_exact(make_s2, make_s1, tmp_path
     assert rasters.read(res.mask_output).shape == (1, 40, 101)
 
 
+def test_prefetching_reader_gives_the_same_output(make_s2, make_s1, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    """The background reader used on GPUs: same bytes as reading in the calling thread."""
+    import mmcanet.engine
+
+    s2, s1 = make_s2(height=90, width=70), make_s1(height=90, width=70)
+    plain = run(SmallConv(), s1, s2, tmp_path / "plain.tif", tile_size=32, overlap=8)
+    monkeypatch.setattr(mmcanet.engine, "_PREFETCH_ON_CPU", True)
+    pre = run(SmallConv(), s1, s2, tmp_path / "pre.tif", tile_size=32, overlap=8)
+    assert pre.timings["read_background"] > 0 and plain.timings["read_background"] == 0
+    np.testing.assert_array_equal(rasters.read(pre.output), rasters.read(plain.output))
+
+
 def test_two_tilings_agree_no_seams(make_s2, make_s1, tmp_path: Path) -> None:  # noqa: ANN001
     """A conv model restored with two different tilings gives nearly the untiled image; hard tiles would not."""
     h, w = 150, 130
