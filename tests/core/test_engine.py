@@ -354,6 +354,22 @@ def test_nodata_in_either_input_gives_nodata_never_nan(tmp_path: Path) -> None:
     assert res.nodata_fraction == pytest.approx((5 * w + 50) / (h * w))
 
 
+def test_warped_sar_gap_gives_nodata_at_most_one_pixel_wider(tmp_path: Path) -> None:
+    """A NaN gap in SAR on another grid: nodata over the gap (plus at most its bilinear 1-px ring), values elsewhere."""
+    h, w = 40, 50
+    s2 = rasters.write_s2(tmp_path / "s2.tif", h, w)
+    gt = (600000.0 - 50.0 - 4.0, 10.0, 0.0, 5000000.0 + 50.0 + 3.0, 0.0, -10.0)  # 5 px margin, sub-pixel shift
+    sar_arr = rasters.s1_array(h + 10, w + 10)
+    sar_arr[:, 20:26, 15:25] = np.nan  # covers optical rows ~15-20, columns ~10-19
+    s1 = rasters.write_s1(tmp_path / "s1.tif", h + 10, w + 10, array=sar_arr, geotransform=gt)
+    res = run(Constant(0.3), s1, s2, tmp_path / "o.tif", keep_clear=False)
+    assert res.sar_warped
+    nodata = (rasters.read(res.output) == 0).all(axis=0)
+    assert nodata[16:20, 11:19].all()  # inside the gap
+    assert not nodata[:14].any() and not nodata[22:].any() and not nodata[:, :9].any() and not nodata[:, 21:].any()
+    assert (rasters.read(res.output)[:, ~nodata] == 3000).all()
+
+
 def test_keep_clear_with_given_mask(tmp_path: Path) -> None:
     h, w = 40, 60
     s2 = rasters.write_s2(tmp_path / "s2.tif", h, w)
