@@ -129,7 +129,7 @@ class StripAccumulator:
         return self._sums.nbytes + self._row_w.nbytes + self._col_w.nbytes
 
     def add(self, tile: Tile, values: np.ndarray) -> None:
-        """Accumulate one tile, weighted by :func:`tile_weight`.
+        """Accumulate one tile, weighted by :func:`tile_weight` (:meth:`apply_weight` then :meth:`add_weighted`).
 
         Args:
             tile: the tile (its window must lie in the strip rows ``[row0, row0 + rows)``).
@@ -138,14 +138,28 @@ class StripAccumulator:
         Raises:
             ValueError: when the tile lies outside the strip or shapes differ.
         """
+        self.add_weighted(tile, self.apply_weight(tile, values))
+
+    def apply_weight(self, tile: Tile, values: np.ndarray) -> np.ndarray:
+        """Scale ``values`` by the tile's blending weight, in place, and return it.
+
+        Touches no shared state, so tiles can be weighted on several threads at once.
+        """
+        window = tile.window
+        if values.shape != (self.channels, window.height, window.width):
+            raise ValueError(f"values shape {values.shape} != {(self.channels, window.height, window.width)}")
+        weight = tile_weight(window.height, window.width, self.taper, tile.neighbours)
+        np.multiply(values, weight, out=values)
+        return values
+
+    def add_weighted(self, tile: Tile, values: np.ndarray) -> None:
+        """Accumulate values already scaled by :meth:`apply_weight` (one thread at a time)."""
         window = tile.window
         r0 = window.row_off - self.row0
         if r0 < 0 or r0 + window.height > self.rows or window.col_end > self.plan.width:
             raise ValueError(f"tile {window} outside the strip rows [{self.row0}, {self.row0 + self.rows})")
         if values.shape != (self.channels, window.height, window.width):
             raise ValueError(f"values shape {values.shape} != {(self.channels, window.height, window.width)}")
-        weight = tile_weight(window.height, window.width, self.taper, tile.neighbours)
-        np.multiply(values, weight, out=values)
         self._sums[:, r0 : r0 + window.height, window.col_off : window.col_end] += values
 
     def finished(self, upto_row: int) -> tuple[int, np.ndarray]:

@@ -26,9 +26,10 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 from osgeo import gdal
@@ -62,6 +63,9 @@ Log = Callable[[str], None]
 
 SAR_UNITS: tuple[str, ...] = ("auto", "db", "linear")
 MASK_NODATA = 255
+_I = TypeVar("_I")
+_O = TypeVar("_O")
+_MAX_WORKERS = 4  # threads for the per-tile numpy work between forwards
 _COMPOSITE_COLUMNS = 512  # column chunk of the compositing step (bounds its float temporaries)
 _READ_COLUMNS = 2048  # column chunk of strip reads (bounds GDAL's cached blocks); a multiple of 256
 _PREFETCH_ON_CPU = False  # read the next strip in a background thread also when the model runs on the CPU
@@ -508,6 +512,7 @@ class _Runner:
         self.valid_px = 0
         self.nodata_px = 0
         self._checked_output = False
+        self._pool: ThreadPoolExecutor | None = None
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -632,41 +637,65 @@ class _Runner:
             )
         return y
 
+    def _prepare(
+        self, tile: Tile, strip: _Strip
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray, float, float]:
+        """Model inputs, cloud mask and restore weight of one tile (thread-safe: reads the strip only).
+
+        Returns ``(s2 model input, s1 model input, mask or None, alpha, s detecting, s in total)``.
+        """
+        t0 = time.perf_counter()
+        w = tile.window
+        rows = slice(w.row_off - strip.row_off, w.row_end - strip.row_off)
+        cols = slice(w.col_off, w.col_end)
+        unit = self._s2_unit(strip.s2_dn[:, rows, cols])
+        invalid = strip.invalid[rows, cols]
+        mask = strip.mask[rows, cols] if strip.mask is not None else None
+        detect_s = 0.0
+        if mask is None and self.detect is not None:
+            t1 = time.perf_counter()
+            cm = self.detect(unit[self.detect_order])
+            mask = np.asarray(cm.cloud) | np.asarray(cm.shadow)
+            detect_s = time.perf_counter() - t1
+        if self.opts.keep_clear and mask is not None:
+            alpha = _feather(mask, self.opts.feather)
+        else:
+            alpha = np.ones(invalid.shape, np.float32)
+        alpha[invalid] = 0.0
+        if self.band_map == list(range(len(self.band_map))):
+            model_in = unit
+        else:
+            model_in = np.empty((len(self.band_map), *unit.shape[1:]), np.float32)
+            for k, j in enumerate(self.band_map):
+                model_in[k] = unit[j] if j >= 0 else self.b10_fill
+        s1_in = self.norm.s1_to_unit(strip.s1_db[:, rows, cols])
+        return model_in, s1_in, mask, alpha, detect_s, time.perf_counter() - t0
+
+    def _map(self, fn: Callable[[_I], _O], items: list[_I]) -> list[_O]:
+        """``[fn(x) for x in items]``, on the CPU worker threads when there is more than one item.
+
+        The model has the cores while it runs; between forwards this per-tile numpy work (most of it
+        GIL-free) would otherwise leave all but one core idle.
+        """
+        if self._pool is None or len(items) < 2:
+            return [fn(x) for x in items]
+        return list(self._pool.map(fn, items))
+
     def _run_tiles(self, tiles: list[Tile], strip: _Strip) -> None:
         """Prepare, run and accumulate one batch of tiles of the current strip."""
         t0 = time.perf_counter()
-        detect_s = 0.0
-        s2_in, s1_in, masks, alphas, run = [], [], [], [], []
-        for tile in tiles:
-            w = tile.window
-            rows = slice(w.row_off - strip.row_off, w.row_end - strip.row_off)
-            cols = slice(w.col_off, w.col_end)
-            unit = self._s2_unit(strip.s2_dn[:, rows, cols])
-            invalid = strip.invalid[rows, cols]
-            mask = strip.mask[rows, cols] if strip.mask is not None else None
-            if mask is None and self.detect is not None:
-                t1 = time.perf_counter()
-                cm = self.detect(unit[self.detect_order])
-                mask = np.asarray(cm.cloud) | np.asarray(cm.shadow)
-                detect_s += time.perf_counter() - t1
-            if self.opts.keep_clear and mask is not None:
-                alpha = _feather(mask, self.opts.feather)
-            else:
-                alpha = np.ones(invalid.shape, np.float32)
-            alpha[invalid] = 0.0
-            if self.band_map == list(range(len(self.band_map))):
-                model_in = unit
-            else:
-                model_in = np.empty((len(self.band_map), *unit.shape[1:]), np.float32)
-                for k, j in enumerate(self.band_map):
-                    model_in[k] = unit[j] if j >= 0 else self.b10_fill
-            s2_in.append(model_in)
-            s1_in.append(self.norm.s1_to_unit(strip.s1_db[:, rows, cols]))
-            masks.append(mask)
-            alphas.append(alpha)
-            run.append(bool(alpha.any()))
+        prepared = self._map(lambda t: self._prepare(t, strip), tiles)
+        s2_in = [p[0] for p in prepared]
+        s1_in = [p[1] for p in prepared]
+        masks = [p[2] for p in prepared]
+        alphas = [p[3] for p in prepared]
+        run = [bool(a.any()) for a in alphas]
+        elapsed = time.perf_counter() - t0
+        # wall time split between detection and the rest of the preparation by their thread times
+        busy = sum(p[5] for p in prepared)
+        detect_s = elapsed * sum(p[4] for p in prepared) / busy if busy > 0 else 0.0
         self.timings["detect"] += detect_s
-        self.timings["read"] += time.perf_counter() - t0 - detect_s  # reading + tile preparation
+        self.timings["read"] += elapsed - detect_s  # reading + tile preparation
 
         outputs: dict[int, np.ndarray] = {}
         idx = [i for i, r in enumerate(run) if r]
@@ -689,8 +718,9 @@ class _Runner:
 
         t2 = time.perf_counter()
         scale = np.float32(self.norm.s2_max_dn)
-        for i, tile in enumerate(tiles):
-            w = tile.window
+
+        def weighted(i: int) -> np.ndarray:
+            w = tiles[i].window
             # each tile contributes its composited DN: alpha * restored + (1 - alpha) * input. The input
             # is the same in every tile, so blending these equals compositing the blend, and no alpha
             # plane is needed; where alpha = 0 the input DN comes back exactly (even above 10000).
@@ -698,10 +728,12 @@ class _Runner:
             dn = strip.s2_dn[:, w.row_off - strip.row_off : w.row_end - strip.row_off, w.col_off : w.col_end]
             values[: self.n_in] = dn
             if i in outputs:
-                alpha = alphas[i]
-                values[: self.n_in] += alpha * (outputs[i][self.out_from_model] * scale - values[: self.n_in])
+                values[: self.n_in] += alphas[i] * (outputs[i][self.out_from_model] * scale - values[: self.n_in])
             values[self.n_in] = 0.0 if masks[i] is None else masks[i]
-            self.acc.add(tile, values)
+            return self.acc.apply_weight(tiles[i], values)
+
+        for i, values in enumerate(self._map(weighted, list(range(len(tiles))))):
+            self.acc.add_weighted(tiles[i], values)
         self.timings["blend"] += time.perf_counter() - t2
 
     # -- compositing and writing -----------------------------------------------------------------
@@ -725,15 +757,17 @@ class _Runner:
             change_rows = writers["confidence"].region(row, n) if "confidence" in writers else None
             a = row - row0  # rows in the accumulator
             r = slice(row - strip.row_off, row - strip.row_off + n)  # rows in the strip
-            for c0 in range(0, width, _COMPOSITE_COLUMNS):
+
+            def chunk(c0: int, row: int = row, n: int = n, a: int = a, r: slice = r,
+                      out_rows: np.ndarray = out_rows, mask_rows: np.ndarray | None = mask_rows,
+                      change_rows: np.ndarray | None = change_rows) -> tuple[int, int, int]:
                 cs = slice(c0, min(width, c0 + _COMPOSITE_COLUMNS))
                 mean = sums[:, a : a + n, cs] / self.acc.weight(slice(row, row + n), cs)
-                dn_in = strip.s2_dn[:, r, cs].astype(np.float32)
                 invalid = strip.invalid[r, cs]
                 out = mean[: self.n_in]
                 if out_writer.dtype.kind in "ui":
                     info = np.iinfo(out_writer.dtype)
-                    out = np.clip(np.rint(out), info.min, info.max)
+                    np.clip(np.rint(out, out=out), info.min, info.max, out=out)
                 valid = ~invalid
                 # a restored pixel must not read as nodata (nodata = every band equal to the nodata value)
                 clash = valid & np.all(out == nodata, axis=0)
@@ -745,12 +779,18 @@ class _Runner:
                 if mask_rows is not None:
                     mask_rows[0, :, cs] = np.where(invalid, MASK_NODATA, cloud)
                 if change_rows is not None:
+                    dn_in = strip.s2_dn[:, r, cs].astype(np.float32)
                     change = np.mean(np.abs(out - dn_in), axis=0) / np.float32(self.norm.s2_max_dn)
                     change[invalid] = CHANGE_NODATA
                     change_rows[0, :, cs] = change
-                self.valid_px += int(valid.sum())
-                self.nodata_px += int(invalid.sum())
-                self.masked_px += int((cloud & valid).sum())
+                n_valid = int(valid.sum())
+                return n_valid, invalid.size - n_valid, int((cloud & valid).sum())
+
+            # column chunks write disjoint columns of the output buffers: they run on the worker threads
+            for n_valid, n_nodata, n_masked in self._map(chunk, list(range(0, width, _COMPOSITE_COLUMNS))):
+                self.valid_px += n_valid
+                self.nodata_px += n_nodata
+                self.masked_px += n_masked
             for w in writers.values():
                 w.wrote(row, n)
             row += n
@@ -759,6 +799,19 @@ class _Runner:
         self.timings["write"] += time.perf_counter() - t0
 
     def run(self, writers: dict[str, RasterWriter]) -> None:
+        import torch
+
+        workers = min(_MAX_WORKERS, torch.get_num_threads() if self.device.type == "cpu" else (os.cpu_count() or 1))
+        if workers > 1:
+            self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mmcanet-tiles")
+        try:
+            self._run(writers)
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
+
+    def _run(self, writers: dict[str, RasterWriter]) -> None:
         plan = self.plan
         n_rows = len(plan.row_offsets)
         done = 0
