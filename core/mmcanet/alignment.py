@@ -175,37 +175,21 @@ def align_to(
         warn(f"{what} covers about {coverage:.0%} of {ref_what}; pixels outside it will be nodata")
 
     is_float = info.dtype.kind == "f"
+    grid = {"format": "VRT", "outputBounds": ref_box, "width": ref.width, "height": ref.height,
+            "dstSRS": ref.crs_wkt, "resampleAlg": resample}
     if is_float and (nodata is None or math.isnan(nodata)):
         # Float data whose only missing value is NaN (SAR in dB or linear power): no declared nodata,
         # the destination starts as NaN (outside the footprint stays NaN) and NaN sources propagate
         # through the bilinear arithmetic (an output pixel next to missing SAR is missing too, 1 px
         # more conservative than renormalising). GDAL then takes its no-mask bilinear kernel: 2.2x
         # faster than declaring NaN as nodata (measured on an 8192^2 scene, docs/ENGINE.md).
-        opts = gdal.WarpOptions(
-            format="VRT",
-            outputBounds=ref_box,
-            width=ref.width,
-            height=ref.height,
-            dstSRS=ref.crs_wkt,
-            resampleAlg=resample,
-            outputType=gdal.GDT_Float32,
-            warpOptions=["INIT_DEST=NaN"],
-        )
-        vrt = gdal_call(gdal.Warp, "", ds, options=opts, what=f"{what}: cannot be warped onto the grid of {ref_what}")
-        return Aligned(vrt, warped=True, coverage=coverage, nodata=math.nan, source=ds)
-    src_nodata = nodata if nodata is not None else (math.nan if is_float else None)
-    dst_nodata = math.nan if is_float else (nodata if nodata is not None else 255)
-    opts = gdal.WarpOptions(
-        format="VRT",
-        outputBounds=ref_box,
-        width=ref.width,
-        height=ref.height,
-        dstSRS=ref.crs_wkt,
-        resampleAlg=resample,
-        srcNodata=src_nodata,
-        dstNodata=dst_nodata,
-        outputType=gdal.GDT_Float32 if is_float else gdal.GDT_Unknown,
-    )
+        opts = gdal.WarpOptions(**grid, outputType=gdal.GDT_Float32, warpOptions=["INIT_DEST=NaN"])
+        dst_nodata: float | None = math.nan
+    else:
+        src_nodata = nodata if nodata is not None else (math.nan if is_float else None)
+        dst_nodata = math.nan if is_float else (nodata if nodata is not None else 255)
+        opts = gdal.WarpOptions(**grid, srcNodata=src_nodata, dstNodata=dst_nodata,
+                                outputType=gdal.GDT_Float32 if is_float else gdal.GDT_Unknown)
     vrt = gdal_call(gdal.Warp, "", ds, options=opts, what=f"{what}: cannot be warped onto the grid of {ref_what}")
     return Aligned(vrt, warped=True, coverage=coverage, nodata=dst_nodata, source=ds)
 
