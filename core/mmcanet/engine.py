@@ -513,6 +513,11 @@ class _Runner:
         self.nodata_px = 0
         self._checked_output = False
         self._pool: ThreadPoolExecutor | None = None
+        self._same_bands = self.band_map == list(range(len(self.band_map)))
+        self._out_in_order = self.out_from_model == list(range(len(self.out_from_model)))
+        self._detect_in_order = self.detect_order == list(range(len(self.detect_order)))
+        self._s2_batch = np.zeros((0, len(self.band_map), 1, 1), np.float32)
+        self._s1_batch = np.zeros((0, 2, 1, 1), np.float32)
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -601,14 +606,25 @@ class _Runner:
 
     # -- model ---------------------------------------------------------------------------------
 
-    def _s2_unit(self, dn: np.ndarray) -> np.ndarray:
-        """S2 DN -> model units (float32 0-1); integer DN take a fast path (no NaN/inf to clean)."""
+    def _s2_unit(self, dn: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """S2 DN -> model units (float32 0-1), into ``out`` when given; integer DN take a fast path
+        (no NaN/inf to clean): ``min(dn / max_dn, 1)``, the same values as ``Normalization.s2_to_unit``."""
         if dn.dtype.kind not in "ui":
-            return self.norm.s2_to_unit(dn)
-        unit = dn.astype(np.float32)
-        np.minimum(unit, np.float32(self.norm.s2_max_dn), out=unit)
-        unit /= np.float32(self.norm.s2_max_dn)
+            unit = self.norm.s2_to_unit(dn)
+            if out is None:
+                return unit
+            out[...] = unit
+            return out
+        unit = np.divide(dn, np.float32(self.norm.s2_max_dn), out=out, dtype=np.float32)
+        np.minimum(unit, np.float32(1.0), out=unit)
         return unit
+
+    def _ensure_batch_buffers(self, n: int) -> None:
+        """Model-input buffers for ``n`` tiles (grown once; reused for every batch)."""
+        if self._s2_batch.shape[0] < n:
+            th, tw = self.plan.tile_height, self.plan.tile_width
+            self._s2_batch = np.zeros((n, len(self.band_map), th, tw), np.float32)
+            self._s1_batch = np.zeros((n, 2, th, tw), np.float32)
 
     def _forward(self, s2: torch.Tensor, s1: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """Model forward with automatic batch splitting on CUDA out-of-memory."""
@@ -637,24 +653,29 @@ class _Runner:
             )
         return y
 
-    def _prepare(
-        self, tile: Tile, strip: _Strip
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray, float, float]:
-        """Model inputs, cloud mask and restore weight of one tile (thread-safe: reads the strip only).
+    def _prepare(self, tile: Tile, strip: _Strip, slot: int) -> tuple[np.ndarray | None, np.ndarray, float, float]:
+        """Model inputs of one tile into batch slot ``slot``; its cloud mask and restore weight.
 
-        Returns ``(s2 model input, s1 model input, mask or None, alpha, s detecting, s in total)``.
+        Thread-safe: reads the strip and writes only its own slot of the batch buffers.
+        Returns ``(mask or None, alpha, seconds detecting, seconds in total)``.
         """
         t0 = time.perf_counter()
         w = tile.window
         rows = slice(w.row_off - strip.row_off, w.row_end - strip.row_off)
         cols = slice(w.col_off, w.col_end)
-        unit = self._s2_unit(strip.s2_dn[:, rows, cols])
+        s2_slot = self._s2_batch[slot]
+        if self._same_bands:  # normalise straight into the batch buffer
+            unit = self._s2_unit(strip.s2_dn[:, rows, cols], out=s2_slot)
+        else:
+            unit = self._s2_unit(strip.s2_dn[:, rows, cols])
+            for k, j in enumerate(self.band_map):
+                s2_slot[k] = unit[j] if j >= 0 else self.b10_fill
         invalid = strip.invalid[rows, cols]
         mask = strip.mask[rows, cols] if strip.mask is not None else None
         detect_s = 0.0
         if mask is None and self.detect is not None:
             t1 = time.perf_counter()
-            cm = self.detect(unit[self.detect_order])
+            cm = self.detect(unit if self._detect_in_order else unit[self.detect_order])
             mask = np.asarray(cm.cloud) | np.asarray(cm.shadow)
             detect_s = time.perf_counter() - t1
         if self.opts.keep_clear and mask is not None:
@@ -662,14 +683,8 @@ class _Runner:
         else:
             alpha = np.ones(invalid.shape, np.float32)
         alpha[invalid] = 0.0
-        if self.band_map == list(range(len(self.band_map))):
-            model_in = unit
-        else:
-            model_in = np.empty((len(self.band_map), *unit.shape[1:]), np.float32)
-            for k, j in enumerate(self.band_map):
-                model_in[k] = unit[j] if j >= 0 else self.b10_fill
-        s1_in = self.norm.s1_to_unit(strip.s1_db[:, rows, cols])
-        return model_in, s1_in, mask, alpha, detect_s, time.perf_counter() - t0
+        self._s1_batch[slot] = self.norm.s1_to_unit(strip.s1_db[:, rows, cols])
+        return mask, alpha, detect_s, time.perf_counter() - t0
 
     def _map(self, fn: Callable[[_I], _O], items: list[_I]) -> list[_O]:
         """``[fn(x) for x in items]``, on the CPU worker threads when there is more than one item.
@@ -684,16 +699,15 @@ class _Runner:
     def _run_tiles(self, tiles: list[Tile], strip: _Strip) -> None:
         """Prepare, run and accumulate one batch of tiles of the current strip."""
         t0 = time.perf_counter()
-        prepared = self._map(lambda t: self._prepare(t, strip), tiles)
-        s2_in = [p[0] for p in prepared]
-        s1_in = [p[1] for p in prepared]
-        masks = [p[2] for p in prepared]
-        alphas = [p[3] for p in prepared]
+        self._ensure_batch_buffers(len(tiles))
+        prepared = self._map(lambda k: self._prepare(tiles[k], strip, k), list(range(len(tiles))))
+        masks = [p[0] for p in prepared]
+        alphas = [p[1] for p in prepared]
         run = [bool(a.any()) for a in alphas]
         elapsed = time.perf_counter() - t0
         # wall time split between detection and the rest of the preparation by their thread times
-        busy = sum(p[5] for p in prepared)
-        detect_s = elapsed * sum(p[4] for p in prepared) / busy if busy > 0 else 0.0
+        busy = sum(p[3] for p in prepared)
+        detect_s = elapsed * sum(p[2] for p in prepared) / busy if busy > 0 else 0.0
         self.timings["detect"] += detect_s
         self.timings["read"] += elapsed - detect_s  # reading + tile preparation
 
@@ -702,8 +716,11 @@ class _Runner:
         if idx:
             import torch
 
-            s2_t = torch.from_numpy(np.stack([s2_in[i] for i in idx])).to(self.device)
-            s1_t = torch.from_numpy(np.stack([s1_in[i] for i in idx])).to(self.device)
+            # the batch buffers are used in place when every tile runs (the usual case)
+            s2_np = self._s2_batch[: len(tiles)] if len(idx) == len(tiles) else self._s2_batch[idx]
+            s1_np = self._s1_batch[: len(tiles)] if len(idx) == len(tiles) else self._s1_batch[idx]
+            s2_t = torch.from_numpy(s2_np).to(self.device)
+            s1_t = torch.from_numpy(s1_np).to(self.device)
             m_t = None
             given = [m for m in (masks[i] for i in idx) if m is not None]
             if len(given) == len(idx):
@@ -725,10 +742,15 @@ class _Runner:
             # is the same in every tile, so blending these equals compositing the blend, and no alpha
             # plane is needed; where alpha = 0 the input DN comes back exactly (even above 10000).
             values = np.empty((self.n_in + 1, w.height, w.width), np.float32)
-            dn = strip.s2_dn[:, w.row_off - strip.row_off : w.row_end - strip.row_off, w.col_off : w.col_end]
-            values[: self.n_in] = dn
+            if i not in outputs or alphas[i].min() < 1.0:
+                rows = slice(w.row_off - strip.row_off, w.row_end - strip.row_off)
+                values[: self.n_in] = strip.s2_dn[:, rows, w.col_off : w.col_end]
             if i in outputs:
-                values[: self.n_in] += alphas[i] * (outputs[i][self.out_from_model] * scale - values[: self.n_in])
+                restored = outputs[i] if self._out_in_order else outputs[i][self.out_from_model]
+                if alphas[i].min() >= 1.0:  # restored everywhere: the input drops out
+                    np.multiply(restored, scale, out=values[: self.n_in])
+                else:
+                    values[: self.n_in] += alphas[i] * (restored * scale - values[: self.n_in])
             values[self.n_in] = 0.0 if masks[i] is None else masks[i]
             return self.acc.apply_weight(tiles[i], values)
 
