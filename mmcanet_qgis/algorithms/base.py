@@ -130,10 +130,36 @@ def run_core_command(name: str, argv: list[str]) -> None:
 
 
 class MMCANetAlgorithm(QgsProcessingAlgorithm):
-    """Base of the provider's algorithms: name/group plumbing, translation and raster inputs."""
+    """Base of the provider's algorithms: name/group plumbing, translation and raster inputs.
+
+    A subclass declares what the Toolbox shows as class attributes (``NAME``: the id in
+    ``mmcanet:NAME``; ``DISPLAY_NAME``, ``GROUP``, ``HELP``: English text, translated when shown;
+    ``GROUP_ID``) and implements ``initAlgorithm`` and ``processAlgorithm``.
+    """
+
+    NAME = ""
+    DISPLAY_NAME = ""
+    GROUP = ""
+    GROUP_ID = ""
+    HELP = ""
 
     def tr(self, text: str) -> str:  # noqa: D102 - Processing API
         return tr(text)
+
+    def name(self) -> str:  # noqa: D102
+        return self.NAME
+
+    def displayName(self) -> str:  # noqa: N802, D102
+        return tr(self.DISPLAY_NAME)
+
+    def group(self) -> str:  # noqa: D102
+        return tr(self.GROUP)
+
+    def groupId(self) -> str:  # noqa: N802, D102
+        return self.GROUP_ID
+
+    def shortHelpString(self) -> str:  # noqa: N802, D102
+        return tr(self.HELP)
 
     def createInstance(self) -> QgsProcessingAlgorithm:  # noqa: N802, D102
         return type(self)()

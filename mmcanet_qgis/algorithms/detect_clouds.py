@@ -20,29 +20,20 @@ class DetectCloudsAlgorithm(MMCANetAlgorithm):
     INPUT = "INPUT"
     OUTPUT = "OUTPUT"
 
-    def name(self) -> str:  # noqa: D102
-        return "detect_clouds"
-
-    def displayName(self) -> str:  # noqa: N802, D102
-        return tr("Detect clouds and shadows")
-
-    def group(self) -> str:  # noqa: D102
-        return tr("Clouds")
-
-    def groupId(self) -> str:  # noqa: N802, D102
-        return "clouds"
-
-    def shortHelpString(self) -> str:  # noqa: N802, D102
-        return tr(
-            "Finds clouds and cloud shadows in a Sentinel-2 image with spectral rules (no training data): "
-            "bright, white, hazy and not snow for clouds; dark in NIR and SWIR near a cloud for shadows.\n\n"
-            "Sentinel-2: 13 bands (Level-1C order; the cirrus band B10 adds thin cirrus) or 12 bands "
-            "(Level-2A, no B10), digital numbers = reflectance x 10000.\n\n"
-            "Output: a 1-band mask (uint8) on the input grid: 0 = clear, 1 = cloud, 2 = cloud shadow, "
-            "255 = no data. Use it as the "
-            "'Cloud mask' of 'Remove clouds', or to review what would be replaced. Dark water next to clouds "
-            "may be marked as shadow."
-        )
+    NAME = "detect_clouds"
+    DISPLAY_NAME = "Detect clouds and shadows"
+    GROUP = "Clouds"
+    GROUP_ID = "clouds"
+    HELP = (
+        "Finds clouds and cloud shadows in a Sentinel-2 image with spectral rules (no training data): "
+        "bright, white, hazy and not snow for clouds; dark in NIR and SWIR near a cloud for shadows.\n\n"
+        "Sentinel-2: 13 bands (Level-1C order; the cirrus band B10 adds thin cirrus) or 12 bands "
+        "(Level-2A, no B10), digital numbers = reflectance x 10000.\n\n"
+        "Output: a 1-band mask (uint8) on the input grid: 0 = clear, 1 = cloud, 2 = cloud shadow, "
+        "255 = no data. Use it as the "
+        "'Cloud mask' of 'Remove clouds', or to review what would be replaced. Dark water next to clouds "
+        "may be marked as shadow."
+    )
 
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802, D102
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, tr("Sentinel-2")))

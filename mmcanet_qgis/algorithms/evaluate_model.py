@@ -57,30 +57,21 @@ class EvaluateModelAlgorithm(MMCANetAlgorithm):
     METRICS = "METRICS"
     REPORT = "REPORT"
 
-    def name(self) -> str:  # noqa: D102
-        return "evaluate_model"
-
-    def displayName(self) -> str:  # noqa: N802, D102
-        return tr("Evaluate cloud-removal model")
-
-    def group(self) -> str:  # noqa: D102
-        return tr("Training and evaluation")
-
-    def groupId(self) -> str:  # noqa: N802, D102
-        return "training"
-
-    def shortHelpString(self) -> str:  # noqa: N802, D102
-        return tr(
-            "Restores every cloudy image of a dataset folder with a model and compares the result with the "
-            "cloud-free reference: PSNR, SSIM, SAM, MAE and RMSE per image and on average.\n\n"
-            "Model file: a .safetensors model; empty = the bundled model.\n"
-            "Dataset folder: SEN12MS-CR triplets ({id}_s1.tif, {id}_s2_cloudy.tif, "
-            "{id}_s2_cloudfree.tif) or the other layouts 'Train cloud-removal model' accepts. Use images the "
-            "model was not trained on.\n"
-            "Limit (advanced): evaluate only the first N images (0 = all).\n\n"
-            "Outputs: a folder with metrics.csv (one row per image) and report.md, and an HTML page with the "
-            "table, shown in the Results Viewer."
-        )
+    NAME = "evaluate_model"
+    DISPLAY_NAME = "Evaluate cloud-removal model"
+    GROUP = "Training and evaluation"
+    GROUP_ID = "training"
+    HELP = (
+        "Restores every cloudy image of a dataset folder with a model and compares the result with the "
+        "cloud-free reference: PSNR, SSIM, SAM, MAE and RMSE per image and on average.\n\n"
+        "Model file: a .safetensors model; empty = the bundled model.\n"
+        "Dataset folder: SEN12MS-CR triplets ({id}_s1.tif, {id}_s2_cloudy.tif, "
+        "{id}_s2_cloudfree.tif) or the other layouts 'Train cloud-removal model' accepts. Use images the "
+        "model was not trained on.\n"
+        "Limit (advanced): evaluate only the first N images (0 = all).\n\n"
+        "Outputs: a folder with metrics.csv (one row per image) and report.md, and an HTML page with the "
+        "table, shown in the Results Viewer."
+    )
 
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802, D102
         self.addParameter(QgsProcessingParameterFile(

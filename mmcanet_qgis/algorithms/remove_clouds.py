@@ -60,37 +60,29 @@ class RemoveCloudsAlgorithm(MMCANetAlgorithm):
     MASK_OUTPUT = "MASK_OUTPUT"
     CONFIDENCE_OUTPUT = "CONFIDENCE_OUTPUT"
 
-    def name(self) -> str:  # noqa: D102
-        return "remove_clouds"
-
-    def displayName(self) -> str:  # noqa: N802, D102
-        return tr("Remove clouds (Sentinel-1 + Sentinel-2)")
-
-    def group(self) -> str:  # noqa: D102
-        return tr("Cloud removal")
-
-    def groupId(self) -> str:  # noqa: N802, D102
-        return "cloud_removal"
-
-    def shortHelpString(self) -> str:  # noqa: N802, D102
-        return tr(
-            "Replaces clouds and cloud shadows in a Sentinel-2 Level-1C scene with what a trained network "
-            "infers from the cloudy image and a Sentinel-1 SAR image of the same area (SAR sees through clouds).\n\n"
-            "Sentinel-1 SAR: 2 bands VV, VH (dB, or linear power, detected automatically), any grid: "
-            "it is reprojected onto the optical grid. Acquired as close in time to the optical image as possible.\n"
-            "Cloudy Sentinel-2: 13 bands B1..B12 with B8A (Level-1C order), digital numbers = "
-            "reflectance x 10000. Only the area covered by both images is restored; the rest is nodata.\n"
-            "Cloud mask (optional): 1 band, 1 (or >0) = cloud. Without it, clouds are detected.\n"
-            "Model file: a .safetensors model; empty = the model bundled with the plugin.\n"
-            "Strategy: progressive restoration strategy; 'model default' uses the one the model was "
-            "trained with.\n"
-            "Keep clear pixels: copy the input where the mask says clear, so only clouds change.\n"
-            "Device: auto uses an NVIDIA GPU when PyTorch sees one, else the CPU.\n\n"
-            "Output: a 13-band GeoTIFF (same grid, CRS and data type as the optical input), shown in true "
-            "colour (B4, B3, B2). Optional: the cloud mask that was used and a per-pixel confidence layer.\n"
-            "Advanced: tile size / overlap in pixels (default: the model card's), batch size (tiles per step; "
-            "lower it if memory runs out)."
-        )
+    NAME = "remove_clouds"
+    DISPLAY_NAME = "Remove clouds (Sentinel-1 + Sentinel-2)"
+    GROUP = "Cloud removal"
+    GROUP_ID = "cloud_removal"
+    HELP = (
+        "Replaces clouds and cloud shadows in a Sentinel-2 scene with what a trained network "
+        "infers from the cloudy image and a Sentinel-1 SAR image of the same area (SAR sees through clouds).\n\n"
+        "Sentinel-1 SAR: 2 bands VV, VH (dB, or linear power, detected automatically), any grid: "
+        "it is reprojected onto the optical grid. Acquired as close in time to the optical image as possible.\n"
+        "Cloudy Sentinel-2: 13 bands B1..B12 with B8A (Level-1C order) or 12 bands (Level-2A, no B10), "
+        "digital numbers = reflectance x 10000. Only the area covered by both images is restored; the "
+        "rest is nodata.\n"
+        "Cloud mask (optional): 1 band, 1 (or >0) = cloud. Without it, clouds are detected.\n"
+        "Model file: a .safetensors model; empty = the model bundled with the plugin.\n"
+        "Strategy: progressive restoration strategy; 'model default' uses the one the model was "
+        "trained with.\n"
+        "Keep clear pixels: copy the input where the mask says clear, so only clouds change.\n"
+        "Device: auto uses an NVIDIA GPU when PyTorch sees one, else the CPU.\n\n"
+        "Output: a GeoTIFF with the optical input's bands, grid, CRS and data type, shown in true "
+        "colour (B4, B3, B2). Optional: the cloud mask that was used and a per-pixel confidence layer.\n"
+        "Advanced: tile size / overlap in pixels (default: the model card's), batch size (tiles per step; "
+        "lower it if memory runs out)."
+    )
 
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802, D102
         # KEEP_CLEAR, DEVICE and BATCH_SIZE defaults mirror mmcanet.engine.RestoreOptions (a test checks

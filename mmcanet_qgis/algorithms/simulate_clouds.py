@@ -35,30 +35,21 @@ class SimulateCloudsAlgorithm(MMCANetAlgorithm):
     OUTPUT = "OUTPUT"
     OPACITY_OUTPUT = "OPACITY_OUTPUT"
 
-    def name(self) -> str:  # noqa: D102
-        return "simulate_clouds"
-
-    def displayName(self) -> str:  # noqa: N802, D102
-        return tr("Simulate clouds")
-
-    def group(self) -> str:  # noqa: D102
-        return tr("Clouds")
-
-    def groupId(self) -> str:  # noqa: N802, D102
-        return "clouds"
-
-    def shortHelpString(self) -> str:  # noqa: N802, D102
-        return tr(
-            "Adds simulated clouds and cloud shadows to a clear Sentinel-2 image, for training and testing "
-            "cloud removal where the true ground is known.\n\n"
-            "Clear Sentinel-2: 13 bands (Level-1C order) or 12 bands (Level-2A, no B10), digital "
-            "numbers = reflectance x 10000.\n"
-            "Seed: the same seed gives the same clouds.\n"
-            "Cloud type: thick (opaque blobs with soft edges), thin (haze over most of the image) or "
-            "mixed (both).\n\n"
-            "Outputs: the cloudy image (same grid, bands and data type as the input) and, optionally, the cloud "
-            "opacity (1 band, 0 = clear to 1 = opaque)."
-        )
+    NAME = "simulate_clouds"
+    DISPLAY_NAME = "Simulate clouds"
+    GROUP = "Clouds"
+    GROUP_ID = "clouds"
+    HELP = (
+        "Adds simulated clouds and cloud shadows to a clear Sentinel-2 image, for training and testing "
+        "cloud removal where the true ground is known.\n\n"
+        "Clear Sentinel-2: 13 bands (Level-1C order) or 12 bands (Level-2A, no B10), digital "
+        "numbers = reflectance x 10000.\n"
+        "Seed: the same seed gives the same clouds.\n"
+        "Cloud type: thick (opaque blobs with soft edges), thin (haze over most of the image) or "
+        "mixed (both).\n\n"
+        "Outputs: the cloudy image (same grid, bands and data type as the input) and, optionally, the cloud "
+        "opacity (1 band, 0 = clear to 1 = opaque)."
+    )
 
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802, D102
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, tr("Clear Sentinel-2")))

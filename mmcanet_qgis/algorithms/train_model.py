@@ -65,36 +65,27 @@ class TrainModelAlgorithm(MMCANetAlgorithm):
     RUN_DIR = "RUN_DIR"
     OUTPUT = "OUTPUT"
 
-    def name(self) -> str:  # noqa: D102
-        return "train_model"
-
-    def displayName(self) -> str:  # noqa: N802, D102
-        return tr("Train cloud-removal model")
-
-    def group(self) -> str:  # noqa: D102
-        return tr("Training and evaluation")
-
-    def groupId(self) -> str:  # noqa: N802, D102
-        return "training"
-
-    def shortHelpString(self) -> str:  # noqa: N802, D102
-        return tr(
-            "Trains a cloud-removal network and writes it as a model file (.safetensors) that "
-            "'Remove clouds' accepts.\n\n"
-            "Training data: a folder in one of these layouts: SEN12MS-CR triplets "
-            "({id}_s1.tif, {id}_s2_cloudy.tif, {id}_s2_cloudfree.tif, optional {id}_cloudmask.tif), "
-            "cloudy/clear pairs without SAR ({id}_s2_cloudy.tif, {id}_s2_cloudfree.tif), the official "
-            "SEN12MS-CR tree (ROIs*/...), or BigEarthNet-MM folders (clear images: clouds are simulated). "
-            "'simulated' uses only the clear images of a folder and adds simulated clouds.\n"
-            "Validation data (optional): a folder never trained on; its metrics go into the model card.\n"
-            "Architecture / strategy: mmcanet (SAR + optical), mmcanet_optical (no SAR), dsen2cr "
-            "(comparator); the progressive restoration strategy.\n"
-            "Resume: continue from the checkpoint in the run folder (cancelling keeps one).\n\n"
-            "Progress is reported per optimiser step; Cancel stops between steps and keeps a checkpoint. "
-            "The run folder holds checkpoints, metrics.csv and training curves; by default it is the "
-            "output file's name with '_run' appended. Training on a CPU is slow: use a GPU (Device: cuda) "
-            "for more than a few hundred steps."
-        )
+    NAME = "train_model"
+    DISPLAY_NAME = "Train cloud-removal model"
+    GROUP = "Training and evaluation"
+    GROUP_ID = "training"
+    HELP = (
+        "Trains a cloud-removal network and writes it as a model file (.safetensors) that "
+        "'Remove clouds' accepts.\n\n"
+        "Training data: a folder in one of these layouts: SEN12MS-CR triplets "
+        "({id}_s1.tif, {id}_s2_cloudy.tif, {id}_s2_cloudfree.tif, optional {id}_cloudmask.tif), "
+        "cloudy/clear pairs without SAR ({id}_s2_cloudy.tif, {id}_s2_cloudfree.tif), the official "
+        "SEN12MS-CR tree (ROIs*/...), or BigEarthNet-MM folders (clear images: clouds are simulated). "
+        "'simulated' uses only the clear images of a folder and adds simulated clouds.\n"
+        "Validation data (optional): a folder never trained on; its metrics go into the model card.\n"
+        "Architecture / strategy: mmcanet (SAR + optical), mmcanet_optical (no SAR), dsen2cr "
+        "(comparator); the progressive restoration strategy.\n"
+        "Resume: continue from the checkpoint in the run folder (cancelling keeps one).\n\n"
+        "Progress is reported per optimiser step; Cancel stops between steps and keeps a checkpoint. "
+        "The run folder holds checkpoints, metrics.csv and training curves; by default it is the "
+        "output file's name with '_run' appended. Training on a CPU is slow: use a GPU (Device: cuda) "
+        "for more than a few hundred steps."
+    )
 
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802, D102
         defaults, kinds = _train_defaults()
