@@ -38,9 +38,10 @@ package: setup  ## build dist/mmcanet_qgis.zip for QGIS "Install from ZIP"
 screenshot: setup  ## docs/screenshot.png: the dock in a real QGIS window under Xvfb
 	./scripts/screenshot.sh
 
-bench: setup  ## model speed/compute table (bench/bench_models.py) and engine benchmark
+bench: setup  ## model speed/compute table (bench/bench_models.py), engine and I/O benchmarks
 	$(PY) bench/bench_models.py
 	$(PY) bench/bench_engine.py
+	$(PY) bench/bench_io.py
 
 train-bundled: setup  ## retrain the bundled model as shipped (2-core CPU: about an hour), copy it into resources/
 	$(VENV)/bin/mmcanet train --config configs/bundled.toml
