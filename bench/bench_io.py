@@ -80,8 +80,8 @@ def main() -> None:
     gdal.SetCacheMax(256 * 1024 * 1024)
     s1 = gdal.OpenEx(str(s1_path), gdal.OF_RASTER, open_options=["NUM_THREADS=ALL_CPUS"])
     s2 = gdal.Open(str(s2_path))
-    warp = {"NaN declared as nodata": [], "INIT_DEST=NaN, no nodata": []}
-    write = {"PIXEL": [], "BAND": []}
+    warp: dict[str, list[float]] = {"NaN declared as nodata": [], "INIT_DEST=NaN, no nodata": []}
+    write: dict[str, list[float]] = {"PIXEL": [], "BAND": []}
     sizes: dict[str, int] = {}
     for _ in range(args.repeat):
         warp["NaN declared as nodata"].append(_warp_seconds(s1, s2, fast=False))
