@@ -129,12 +129,14 @@ class RasterInfo:
     descriptions: tuple[str, ...]
 
 
-def open_raster(path: str | os.PathLike[str], what: str) -> tuple[gdal.Dataset, RasterInfo]:
+def open_raster(path: str | os.PathLike[str], what: str, shown: str | None = None) -> tuple[gdal.Dataset, RasterInfo]:
     """Open a raster read-only and describe it.
 
     Args:
         path: file (or any GDAL dataset name, e.g. a VRT).
         what: role for messages, e.g. ``"optical image"``.
+        shown: the path to name in messages and in ``RasterInfo.path`` when ``path`` is a stand-in
+            (the in-memory VRT of a band folder, :mod:`mmcanet.stacking`); default ``path``.
 
     Returns:
         ``(dataset, info)``; keep the dataset referenced while using its bands.
@@ -143,7 +145,7 @@ def open_raster(path: str | os.PathLike[str], what: str) -> tuple[gdal.Dataset, 
         InputError: when the file is missing, unreadable or has no bands.
     """
     p = os.fspath(path)
-    label = f"{what} '{p}'"
+    label = f"{what} '{shown or p}'"
     if not p:
         raise InputError(f"{what}: no path given")
     if "://" not in p and not p.startswith("/vsi") and not os.path.exists(p):
@@ -164,7 +166,7 @@ def open_raster(path: str | os.PathLike[str], what: str) -> tuple[gdal.Dataset, 
     georef = bool(wkt) or gt != _DEFAULT_GEOTRANSFORM or ds.GetGCPCount() > 0
     bands = [ds.GetRasterBand(i + 1) for i in range(ds.RasterCount)]
     info = RasterInfo(
-        path=p,
+        path=shown or p,
         width=ds.RasterXSize,
         height=ds.RasterYSize,
         count=ds.RasterCount,

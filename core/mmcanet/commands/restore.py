@@ -37,15 +37,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "restore",
         help="remove clouds from a Sentinel-2 scene using Sentinel-1 SAR",
         description=(
-            "Restore a cloudy Sentinel-2 scene (13-band L1C or 12-band L2A GeoTIFF/VRT) with a Sentinel-1 "
-            "scene (2 bands VV, VH, dB or linear; any grid overlapping the optical one). Writes a tiled, "
+            "Restore a cloudy Sentinel-2 scene (13-band L1C or 12-band L2A GeoTIFF/VRT, a .SAFE product or "
+            "its MTD_MSI*.xml, or a folder of per-band files) with a Sentinel-1 scene (2 bands VV, VH, dB or "
+            "linear, or a folder with a VV and a VH file; any grid overlapping the optical one). Writes a tiled, "
             "compressed GeoTIFF on the optical grid. Defaults for tile size, overlap and strategy come "
             "from the model card."
         ),
     )
     io = p.add_argument_group("inputs and outputs")
-    io.add_argument("--sar", help="Sentinel-1 raster (VV, VH)")
-    io.add_argument("--optical", help="cloudy Sentinel-2 raster")
+    io.add_argument("--sar", help="Sentinel-1 raster (VV, VH), or a folder with one VV and one VH raster")
+    io.add_argument("--optical", help="cloudy Sentinel-2 raster, .SAFE folder, MTD_MSI*.xml, or folder of band files")
     io.add_argument("--output", help="restored GeoTIFF to write")
     io.add_argument("--cloud-mask", help="1-band cloud mask (non-zero = cloud/shadow); default: detected")
     io.add_argument("--mask-output", help="also write the cloud mask used (uint8: 1 cloud, 0 clear, 255 nodata)")
