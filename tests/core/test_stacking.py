@@ -158,3 +158,13 @@ def test_band_folder_errors_name_what_is_wrong(shared_data: Path, tmp_path: Path
 def test_files_pass_through_unchanged(tmp_path: Path) -> None:
     assert resolve_optical(tmp_path / "scene.tif") == str(tmp_path / "scene.tif")
     assert resolve_sar(tmp_path / "s1.tif") == str(tmp_path / "s1.tif")
+
+
+def test_detect_command_reads_a_safe_product(shared_data: Path, tmp_path: Path) -> None:
+    from mmcanet.cli import main
+
+    safe = make_safe(tmp_path, shared_data / GEOREF_S2)
+    assert main(["detect", "--input", str(safe / "MTD_MSIL1C.xml"), "--output", str(tmp_path / "mask.tif")]) == 0
+    mask = gdal.Open(str(tmp_path / "mask.tif"))
+    assert (mask.RasterXSize, mask.RasterYSize) == (256, 256)
+    assert set(np.unique(mask.ReadAsArray())) <= {0, 1, 2, 255}

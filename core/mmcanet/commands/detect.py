@@ -28,7 +28,7 @@ def register(sub: Any) -> None:
             "255 no data (or, with --binary, 1 = cloud or shadow). Accuracy: docs/DATA.md."
         ),
     )
-    p.add_argument("--input", required=True, help="Sentinel-2 GeoTIFF")
+    p.add_argument("--input", required=True, help="Sentinel-2 raster, .SAFE folder, MTD_MSI*.xml or folder of band files")
     p.add_argument("--output", required=True, help="mask GeoTIFF to write")
     p.add_argument("--binary", action="store_true", help="write 1 for cloud or shadow, 0 clear (255 no data)")
     p.add_argument("--no-shadows", action="store_true", help="do not mark cloud shadows")
@@ -72,8 +72,14 @@ def run(args: argparse.Namespace) -> int:
     from ..raster_io import RasterWriter, check_writable, open_raster, read_window
     from ..tiling import Window
 
+    from ..stacking import release, resolve_optical
+
     what = f"input '{args.input}'"
-    ds, info = open_raster(args.input, "input")
+    name = resolve_optical(args.input)  # a SAFE product or band folder is stacked on the fly
+    try:
+        ds, info = open_raster(name, "input", shown=str(args.input) if name != str(args.input) else None)
+    finally:
+        release(name)
     order, _ = s2_band_indices(info, "input")
     check_writable(args.output, "output")
     probe_h = min(info.height, 256)
