@@ -70,9 +70,8 @@ def run(args: argparse.Namespace) -> int:
     """Detect strip by strip (with context margins) and write the mask (temporary file + rename)."""
     from ..clouds.detect import detect_clouds
     from ..raster_io import RasterWriter, check_writable, open_raster, read_window
-    from ..tiling import Window
-
     from ..stacking import release, resolve_optical
+    from ..tiling import Window
 
     what = f"input '{args.input}'"
     name = resolve_optical(args.input)  # a SAFE product or band folder is stacked on the fly
