@@ -463,7 +463,6 @@ class _MemoryGuard:
     def __init__(self) -> None:
         self.strips = 0
         self.baseline: int | None = None
-        self.trims = 0
 
     def after_strip(self) -> None:
         self.strips += 1
@@ -475,7 +474,6 @@ class _MemoryGuard:
             self.baseline = max(self.baseline or 0, rss)
         elif self.baseline is not None and rss > self.baseline * _TRIM_GROWTH:
             _release_free_memory()
-            self.trims += 1
 
 
 def _detector() -> Callable[[np.ndarray], Any] | None:
@@ -789,14 +787,15 @@ class _Runner:
             # is the same in every tile, so blending these equals compositing the blend, and no alpha
             # plane is needed; where alpha = 0 the input DN comes back exactly (even above 10000).
             values = np.empty((self.n_in + 1, w.height, w.width), np.float32)
-            if i not in outputs or alphas[i].min() < 1.0:
-                rows = slice(w.row_off - strip.row_off, w.row_end - strip.row_off)
-                values[: self.n_in] = strip.s2_dn[:, rows, w.col_off : w.col_end]
+            restored = None
             if i in outputs:
                 restored = outputs[i] if self._out_in_order else outputs[i][self.out_from_model]
-                if alphas[i].min() >= 1.0:  # restored everywhere: the input drops out
-                    np.multiply(restored, scale, out=values[: self.n_in])
-                else:
+            if restored is not None and alphas[i].min() >= 1.0:  # restored everywhere: the input drops out
+                np.multiply(restored, scale, out=values[: self.n_in])
+            else:
+                rows = slice(w.row_off - strip.row_off, w.row_end - strip.row_off)
+                values[: self.n_in] = strip.s2_dn[:, rows, w.col_off : w.col_end]
+                if restored is not None:
                     values[: self.n_in] += alphas[i] * (restored * scale - values[: self.n_in])
             values[self.n_in] = 0.0 if masks[i] is None else masks[i]
             return self.acc.apply_weight(tiles[i], values)
