@@ -111,7 +111,7 @@ def resolve_optical(path: str | os.PathLike[str]) -> str:
     p = Path(text).expanduser()
     if not _is_product(p):
         return os.fspath(path)
-    folder = p.parent if p.is_file() else p
+    folder = (p.parent if p.is_file() else p).resolve()  # absolute band paths in the VRT
     what = f"optical input '{p}'"
     found = _band_files(folder)
     if not found:
@@ -152,7 +152,7 @@ def resolve_sar(path: str | os.PathLike[str]) -> str:
         return os.fspath(path)
     what = f"SAR input '{p}'"
     pols: dict[str, list[Path]] = {"VV": [], "VH": []}
-    for f in sorted(p.rglob("*")):
+    for f in sorted(p.resolve().rglob("*")):
         if f.suffix.lower() in _RASTER_SUFFIXES and f.is_file():
             m = _POLARISATION.search(f.stem)
             if m:
