@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from osgeo import gdal
@@ -168,3 +169,68 @@ def release(name: str) -> None:
     """Free an in-memory VRT made by :func:`resolve_optical` / :func:`resolve_sar` (no-op for files)."""
     if name.startswith("/vsimem/mmcanet-stack-"):
         gdal.Unlink(name)
+
+
+def write_stack(
+    source: str | os.PathLike[str],
+    output: str | os.PathLike[str],
+    *,
+    sar: bool = False,
+    progress: Callable[[float], None] | None = None,
+    is_canceled: Callable[[], bool] | None = None,
+) -> Path:
+    """Write a product / band folder (or any raster) as one tiled, compressed multi-band GeoTIFF.
+
+    For QGIS users and other tools that want one layer: the result is what :func:`resolve_optical`
+    (or :func:`resolve_sar` with ``sar=True``) reads on the fly, with band descriptions, on the finest
+    band's grid. Written to a temporary file and renamed on success; cancel or error leaves no file.
+
+    Args:
+        source: as for :func:`resolve_optical` / :func:`resolve_sar`.
+        output: GeoTIFF to write.
+        sar: the source is Sentinel-1 (VV, VH) rather than Sentinel-2.
+        progress: called with the fraction done (0-1).
+        is_canceled: polled while writing; True stops and removes the partial file.
+
+    Returns:
+        The output path.
+
+    Raises:
+        InputError: bad input or output (naming it); CancelledError when cancelled;
+        MMCANetError when writing fails.
+    """
+    from .errors import CancelledError, MMCANetError
+    from .raster_io import check_writable, gdal_errors, geotiff_creation_options, open_raster, temp_path_for
+
+    out = check_writable(output, "output")
+    name = resolve_sar(source) if sar else resolve_optical(source)
+    tmp = temp_path_for(out)
+    cancelled = False
+
+    def callback(fraction: float, _msg: object, _data: object) -> int:
+        nonlocal cancelled
+        if progress is not None:
+            progress(min(1.0, max(0.0, fraction)))
+        if is_canceled is not None and is_canceled():
+            cancelled = True
+            return 0
+        return 1
+
+    try:
+        shown = os.fspath(source)
+        src, info = open_raster(name, "SAR input" if sar else "optical input", shown=shown if name != shown else None)
+        opts = geotiff_creation_options(info.dtype, 256, info.width, info.height)
+        with gdal_errors() as log:
+            written = gdal.Translate(str(tmp), src, options=gdal.TranslateOptions(creationOptions=opts, callback=callback))
+            ok = written is not None
+            written = None  # closes the file
+        if cancelled:
+            raise CancelledError("stacking cancelled; no output was written")
+        if not ok:
+            raise MMCANetError(f"output '{out}': could not be written ({log.last()})")
+        os.replace(tmp, out)
+    finally:
+        release(name)
+        if tmp.exists():
+            tmp.unlink()
+    return out

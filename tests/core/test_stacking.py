@@ -168,3 +168,23 @@ def test_detect_command_reads_a_safe_product(shared_data: Path, tmp_path: Path) 
     mask = gdal.Open(str(tmp_path / "mask.tif"))
     assert (mask.RasterXSize, mask.RasterYSize) == (256, 256)
     assert set(np.unique(mask.ReadAsArray())) <= {0, 1, 2, 255}
+
+
+def test_write_stack_matches_the_virtual_stack_and_cancel_leaves_nothing(shared_data: Path, tmp_path: Path) -> None:
+    from mmcanet.errors import CancelledError
+    from mmcanet.stacking import write_stack
+
+    safe = make_safe(tmp_path, shared_data / GEOREF_S2)
+    fractions: list[float] = []
+    out = write_stack(safe, tmp_path / "s2.tif", progress=fractions.append)
+    name = resolve_optical(safe)
+    try:
+        expected, _ = _read(name)
+    finally:
+        release(name)
+    written = gdal.Open(str(out))
+    np.testing.assert_array_equal(written.ReadAsArray(), expected)
+    assert written.GetRasterBand(13).GetDescription() == "B12" and fractions[-1] == pytest.approx(1.0)
+    with pytest.raises(CancelledError):
+        write_stack(safe, tmp_path / "c.tif", is_canceled=lambda: True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([safe.name, "s2.tif"])

@@ -1,3 +1,3 @@
 """Subcommands of the `mmcanet` CLI; each module exposes register(subparsers)."""
 
-COMMAND_MODULES: tuple[str, ...] = ("info", "restore", "train", "evaluate", "simulate", "detect")
+COMMAND_MODULES: tuple[str, ...] = ("info", "restore", "train", "evaluate", "simulate", "detect", "stack")
