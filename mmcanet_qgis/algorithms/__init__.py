@@ -4,6 +4,7 @@ from .detect_clouds import DetectCloudsAlgorithm
 from .evaluate_model import EvaluateModelAlgorithm
 from .remove_clouds import RemoveCloudsAlgorithm
 from .simulate_clouds import SimulateCloudsAlgorithm
+from .stack_bands import StackBandsAlgorithm
 from .train_model import TrainModelAlgorithm
 
 ALGORITHMS = (
@@ -12,6 +13,7 @@ ALGORITHMS = (
     EvaluateModelAlgorithm,
     SimulateCloudsAlgorithm,
     DetectCloudsAlgorithm,
+    StackBandsAlgorithm,
 )
 
 __all__ = ["ALGORITHMS"]

@@ -26,7 +26,7 @@ from qgis.core import (
 
 pytestmark = pytest.mark.qgis
 
-ALGORITHM_IDS = ("remove_clouds", "train_model", "evaluate_model", "simulate_clouds", "detect_clouds")
+ALGORITHM_IDS = ("remove_clouds", "train_model", "evaluate_model", "simulate_clouds", "detect_clouds", "stack_bands")
 
 
 def run(algorithm: str, parameters: dict[str, Any], context: QgsProcessingContext | None = None,
@@ -46,7 +46,7 @@ def needs(module: str, name: str) -> None:
 # ---- definitions -----------------------------------------------------------------------------------
 
 
-def test_provider_lists_the_five_algorithms(provider: Any) -> None:
+def test_provider_lists_the_six_algorithms(provider: Any) -> None:
     assert provider.id() == "mmcanet"
     assert provider.name() == "MMCANet cloud removal"
     assert sorted(a.name() for a in provider.algorithms()) == sorted(ALGORITHM_IDS)
@@ -265,6 +265,33 @@ def test_detect_clouds_marks_the_bright_blob(provider: Any, scene: dict[str, Pat
     assert mask.dtype == np.uint8 and set(np.unique(mask)) <= {0, 1, 2, 255}
     assert mask[0, 20, 19] == 1, "the cloud blob in the middle of the generated scene"
     assert gdal.Open(str(out)).GetGeoTransform() == gdal.Open(str(scene["s2"])).GetGeoTransform()
+
+
+def test_stack_bands_then_remove_clouds_on_real_band_folders(provider: Any, shared_data: Path, tmp_path: Path) -> None:
+    """Real BigEarthNet-MM folders (12 L2A band files at 10/20/60 m; VV and VH files) -> stacked -> restored."""
+    s2_dir = sorted((shared_data / "bigearthnet-s1s2" / "BigEarthNet-S2-Example").iterdir())[0]
+    s1_dir = sorted((shared_data / "bigearthnet-s1s2" / "BigEarthNet-S1-Example").iterdir())[0]
+    s2, s1 = tmp_path / "s2.tif", tmp_path / "s1.tif"
+    run("stack_bands", {"INPUT": str(s2_dir), "SENSOR": 0, "OUTPUT": str(s2)})
+    run("stack_bands", {"INPUT": str(s1_dir), "SENSOR": 1, "OUTPUT": str(s1)})
+    ds = gdal.Open(str(s2))
+    assert ds.RasterCount == 12 and ds.GetRasterBand(9).GetDescription() == "B8A"
+    b02 = gdal.Open(str(next(s2_dir.glob("*_B02.tif"))))
+    assert ds.GetGeoTransform() == pytest.approx(b02.GetGeoTransform())
+    np.testing.assert_array_equal(ds.GetRasterBand(2).ReadAsArray(), b02.ReadAsArray())
+    sar = gdal.Open(str(s1))  # keep the dataset referenced while its bands are used
+    assert [sar.GetRasterBand(i).GetDescription() for i in (1, 2)] == ["VV", "VH"]
+    out = tmp_path / "restored.tif"
+    run("remove_clouds", {"SAR": str(s1), "OPTICAL": str(s2), "OUTPUT": str(out)})
+    assert rasters.read(out).shape == (12, 120, 120)
+
+
+def test_stack_bands_says_what_is_missing(provider: Any, tmp_path: Path) -> None:
+    with pytest.raises(QgsProcessingException, match="no Sentinel-2 band files"):
+        run("stack_bands", {"INPUT": str(tmp_path), "SENSOR": 0, "OUTPUT": str(tmp_path / "o.tif")})
+    with pytest.raises(QgsProcessingException, match="exactly one VV raster"):
+        run("stack_bands", {"INPUT": str(tmp_path), "SENSOR": 1, "OUTPUT": str(tmp_path / "o.tif")})
+    assert not (tmp_path / "o.tif").exists()
 
 
 def _triplets(folder: Path, n: int = 2, size: int = 32) -> Path:
