@@ -34,7 +34,6 @@ CACHE = ROOT / ".cache" / "demo"
 SHARED = ROOT.parent / "shared" / "data"
 QGIS_PROCESS = "/usr/bin/qgis_process.bin"
 BEN_PATCH = ("S1A_IW_GRDH_1SDV_20170613T165043_33UUP_87_48", "S2A_MSIL2A_20170613T101031_87_48")
-L2A = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12"]
 
 sys.path.insert(0, str(ROOT / "core"))
 from mmcanet.bands import S2_BANDS_L2A  # noqa: E402
@@ -85,31 +84,20 @@ def write_tif(path: Path, arr: np.ndarray, like: gdal.Dataset | None, dtype: int
     ds = None
 
 
-def prepare_bigearthnet(work: Path) -> dict[str, Path]:
-    """Stack the real BigEarthNet S1 (VV, VH dB) and S2 L2A bands at 10 m; cloud the S2 with seed 1."""
+def prepare_bigearthnet(work: Path, env: dict[str, str]) -> dict[str, Path]:
+    """Stack the real BigEarthNet band files (S1 VV, VH dB; S2 L2A at 10/20/60 m) with mmcanet:stack_bands,
+    as a user would from downloaded data, then cloud the S2 stack with our simulator (seed 1)."""
     src = fetch_bigearthnet()
     s1_dir = src / "BigEarthNet-S1-Example" / BEN_PATCH[0]
     s2_dir = src / "BigEarthNet-S2-Example" / BEN_PATCH[1]
-    ref = gdal.Open(str(s2_dir / f"{BEN_PATCH[1]}_B02.tif"))
-    w, h = ref.RasterXSize, ref.RasterYSize
-    bands = []
-    for b in L2A:
-        ds = gdal.Warp("", str(s2_dir / f"{BEN_PATCH[1]}_{b}.tif"), format="MEM", width=w, height=h,
-                       outputBounds=_bounds(ref), resampleAlg="bilinear")
-        bands.append(ds.ReadAsArray().astype(np.float32))
-    clear_dn = np.stack(bands)
-    s1 = np.stack([gdal.Open(str(s1_dir / f"{BEN_PATCH[0]}_{p}.tif")).ReadAsArray() for p in ("VV", "VH")])
-    sim = simulate_clouds(NORM.s2_to_unit(clear_dn), 1, thickness="mixed", coverage=0.5)
     paths = {"sar": work / "ben_s1.tif", "optical": work / "ben_s2_cloudy.tif", "reference": work / "ben_s2_clear.tif"}
-    write_tif(paths["sar"], s1.astype(np.float32), ref, gdal.GDT_Float32, ["VV", "VH"])
+    run_qgis_process(env, "stack_bands", {"INPUT": s2_dir, "SENSOR": 0, "OUTPUT": paths["reference"]})
+    run_qgis_process(env, "stack_bands", {"INPUT": s1_dir, "SENSOR": 1, "OUTPUT": paths["sar"]})
+    ref = gdal.Open(str(paths["reference"]))
+    clear_dn = ref.ReadAsArray().astype(np.float32)
+    sim = simulate_clouds(NORM.s2_to_unit(clear_dn), 1, thickness="mixed", coverage=0.5)
     write_tif(paths["optical"], np.round(sim.cloudy * 10000).astype(np.uint16), ref, gdal.GDT_UInt16, list(S2_BANDS_L2A))
-    write_tif(paths["reference"], np.round(clear_dn).astype(np.uint16), ref, gdal.GDT_UInt16, list(S2_BANDS_L2A))
     return paths
-
-
-def _bounds(ds: gdal.Dataset) -> tuple[float, float, float, float]:
-    gt = ds.GetGeoTransform()
-    return gt[0], gt[3] + gt[5] * ds.RasterYSize, gt[0] + gt[1] * ds.RasterXSize, gt[3]
 
 
 def qgis_env() -> dict[str, str]:
@@ -130,12 +118,9 @@ def qgis_env() -> dict[str, str]:
     return env
 
 
-def restore_with_qgis_process(env: dict[str, str], sar: Path, optical: Path, output: Path) -> float:
-    """Run mmcanet:remove_clouds headless; returns seconds. Raises with qgis_process's message on failure."""
-    if output.exists():
-        output.unlink()
-    cmd = [QGIS_PROCESS, "run", "mmcanet:remove_clouds", "--json", "--",
-           f"SAR={sar}", f"OPTICAL={optical}", f"OUTPUT={output}", f"MASK_OUTPUT={output.with_name(output.stem + '_mask.tif')}"]
+def run_qgis_process(env: dict[str, str], algorithm: str, params: dict[str, object]) -> float:
+    """Run mmcanet:<algorithm> headless; returns seconds. Raises with qgis_process's message on failure."""
+    cmd = [QGIS_PROCESS, "run", f"mmcanet:{algorithm}", "--json", "--", *(f"{k}={v}" for k, v in params.items())]
     say("$ " + " ".join(cmd))
     t = time.perf_counter()
     res = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -144,6 +129,14 @@ def restore_with_qgis_process(env: dict[str, str], sar: Path, optical: Path, out
         raise SystemExit(f"qgis_process failed (rc {res.returncode}):\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}")
     json.loads(res.stdout)  # clean JSON on stdout
     return dt
+
+
+def restore_with_qgis_process(env: dict[str, str], sar: Path, optical: Path, output: Path) -> float:
+    """Run mmcanet:remove_clouds headless (also writing the cloud mask used); returns seconds."""
+    if output.exists():
+        output.unlink()
+    return run_qgis_process(env, "remove_clouds", {"SAR": sar, "OPTICAL": optical, "OUTPUT": output,
+                                                   "MASK_OUTPUT": output.with_name(output.stem + "_mask.tif")})
 
 
 def read_unit(path: Path) -> np.ndarray:
@@ -182,7 +175,8 @@ def main() -> int:
     OUT.mkdir(exist_ok=True)
     work = CACHE / "inputs"
     work.mkdir(parents=True, exist_ok=True)
-    scenes = [("bigearthnet_simulated", prepare_bigearthnet(work), (3, 2, 1),
+    env = qgis_env()
+    scenes = [("bigearthnet_simulated", prepare_bigearthnet(work, env), (3, 2, 1),
                "BigEarthNet-MM real S1 + S2 L2A (33UUP, 2017-06-13), simulated clouds (seed 1)")]
     if SHARED.is_dir():
         t = SHARED / "sen12mscr-triplets"
@@ -195,7 +189,6 @@ def main() -> int:
                        (3, 2, 1), "SEN12MS-CR ROIs1868_summer_19_p30 (EPSG:32631): real clouds, no reference"))
     else:
         say(f"{SHARED} not found: showing only the BigEarthNet scene")
-    env = qgis_env()
     summary = []
     for name, paths, idx, title in scenes:
         out = OUT / f"{name}_restored.tif"
