@@ -200,11 +200,29 @@ def _fmt_box(box: tuple[float, float, float, float] | None) -> str:
     return f"x {box[0]:.6g}..{box[2]:.6g}, y {box[1]:.6g}..{box[3]:.6g}"
 
 
-def detect_sar_units(ds: gdal.Dataset, info: RasterInfo, what: str, n: int = 3, size: int = 64) -> str:
-    """Guess whether SAR backscatter is stored in dB or as linear power.
+_MAX_PLAUSIBLE_MEDIAN = 50.0
+"""Median SAR value above which the input is neither dB (about -30..+10) nor linear power (about 0..2)."""
 
-    Reads an ``n x n`` grid of small windows (cheap on any scene size) and applies
-    :func:`mmcanet.normalization.looks_linear` to the finite, non-nodata values.
+
+def sample_sar(ds: gdal.Dataset, info: RasterInfo, what: str, n: int = 3, size: int = 64) -> np.ndarray:
+    """Band-1 values of an ``n x n`` grid of small windows (cheap on any scene size), finite and not nodata."""
+    w, h = info.width, info.height
+    sw, sh = min(size, w), min(size, h)
+    values = []
+    for fy in np.linspace(0, 1, n):
+        for fx in np.linspace(0, 1, n):
+            win = Window(int(round(fx * (w - sw))), int(round(fy * (h - sh))), sw, sh)
+            a = read_window(ds, win, what, bands=[1]).astype(np.float32)
+            if info.nodata[0] is not None:
+                a = a[a != np.float32(info.nodata[0])]
+            values.append(a[np.isfinite(a)].ravel())
+    return np.concatenate(values)
+
+
+def detect_sar_units(ds: gdal.Dataset, info: RasterInfo, what: str, n: int = 3, size: int = 64) -> str:
+    """Guess whether SAR backscatter is stored in dB or as linear power, after checking it is either.
+
+    Applies :func:`mmcanet.normalization.looks_linear` to :func:`sample_sar`.
 
     Args:
         ds: the SAR dataset (its own grid).
@@ -215,15 +233,32 @@ def detect_sar_units(ds: gdal.Dataset, info: RasterInfo, what: str, n: int = 3, 
 
     Returns:
         ``"linear"`` or ``"db"``.
+
+    Raises:
+        InputError: when the values are neither (see :func:`check_sar_values`).
     """
-    w, h = info.width, info.height
-    sw, sh = min(size, w), min(size, h)
-    values = []
-    for fy in np.linspace(0, 1, n):
-        for fx in np.linspace(0, 1, n):
-            win = Window(int(round(fx * (w - sw))), int(round(fy * (h - sh))), sw, sh)
-            a = read_window(ds, win, what, bands=[1]).astype(np.float32)
-            if info.nodata[0] is not None:
-                a = a[a != np.float32(info.nodata[0])]
-            values.append(a.ravel())
-    return "linear" if looks_linear(np.concatenate(values)) else "db"
+    values = sample_sar(ds, info, what, n, size)
+    check_sar_values(values, info, what)
+    return "linear" if looks_linear(values) else "db"
+
+
+def check_sar_values(values: np.ndarray, info: RasterInfo, what: str) -> None:
+    """Refuse SAR values that are neither backscatter in dB nor linear power.
+
+    The usual case is a Sentinel-1 GRD ``measurement`` file: uncalibrated amplitude digital numbers
+    (uint16, hundreds), in radar geometry. Restoring from them would silently give nonsense.
+
+    Raises:
+        InputError: naming the input, the median found, and what to do.
+    """
+    if values.size == 0:
+        return
+    median = float(np.median(values))
+    if median > _MAX_PLAUSIBLE_MEDIAN:
+        kind = f"{info.dtype} " if info.dtype.kind in "ui" else ""
+        raise InputError(
+            f"{what}: its {kind}values (median {median:.4g}) are neither backscatter in dB (about -30 to +10) nor "
+            "linear power (about 0 to 2); they look like uncalibrated Sentinel-1 GRD digital numbers. "
+            "Calibrate to sigma0 and terrain-correct first (SNAP: Radar > Radiometric > Calibrate, then Radar > "
+            "Geometric > Terrain Correction), or use an analysis-ready Sentinel-1 product"
+        )

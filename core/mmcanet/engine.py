@@ -35,7 +35,7 @@ import numpy as np
 from osgeo import gdal
 
 from . import __version__
-from .alignment import Aligned, align_to, detect_sar_units
+from .alignment import Aligned, align_to, check_sar_values, detect_sar_units, sample_sar
 from .bands import S2_BANDS_L1C, S2_BANDS_L2A, normalise_band_name
 from .blending import StripAccumulator
 from .errors import CancelledError, InputError, MMCANetError
@@ -317,6 +317,7 @@ def _open_inputs(opts: RestoreOptions, rep: _Reporter) -> _Inputs:
         if units == "linear":
             rep.info(f"{sar_what}: values look like linear power; converting to dB (override with sar_units='db')")
     else:
+        check_sar_values(sample_sar(sar_ds, sar_info, sar_what), sar_info, sar_what)
         units = opts.sar_units
 
     mask: Aligned | None = None

@@ -261,6 +261,8 @@ def _bad_cases(tmp: Path) -> dict[str, tuple[dict, str]]:
     small = rasters.write_s1(tmp / "small_nogeo.tif", 20, 20, epsg=None)
     mask3 = rasters.write_raster(tmp / "mask3.tif", np.zeros((3, 30, 30), np.uint8), geotransform=rasters.default_geotransform())
     (tmp / "adir").mkdir()
+    grd_dn = np.random.default_rng(0).integers(80, 600, size=(2, 30, 30)).astype(np.uint16)  # GRD amplitude DN
+    grd = rasters.write_raster(tmp / "grd.tif", grd_dn, geotransform=rasters.default_geotransform())
     base = {"sar": good_s1, "optical": good_s2, "output": tmp / "out" / "o.tif"}
     (tmp / "out").mkdir()
     return {
@@ -276,6 +278,8 @@ def _bad_cases(tmp: Path) -> dict[str, tuple[dict, str]]:
         "output is an input": ({"output": good_s2}, "is also an input"),
         "3-band cloud mask": ({"cloud_mask": mask3}, "cloud mask '.*mask3.tif' has 3 bands"),
         "bad sar units": ({"sar_units": "watts"}, "SAR units 'watts'"),
+        "uncalibrated GRD numbers": ({"sar": grd}, "SAR image '.*grd.tif'.*uint16 values .*uncalibrated Sentinel-1 GRD"),
+        "uncalibrated, units forced": ({"sar": grd, "sar_units": "db"}, "neither backscatter in dB"),
         "tile size too small": ({"tile_size": 4}, "tile size 4"),
         "overlap too large": ({"tile_size": 32, "overlap": 20}, "overlap 20"),
         "bad strategy": ({"strategy": "magic"}, "strategy 'magic'"),
