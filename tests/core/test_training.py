@@ -115,9 +115,11 @@ def test_torchrun_two_gloo_processes_keep_replicas_identical(tmp_path: Path, tri
         "h = hashlib.sha256(b''.join(p.detach().numpy().tobytes() for p in res.model.parameters())).hexdigest()\n"
         "out = [None, None]\n"
         "dist.all_gather_object(out, h)\n"
+        "rank = dist.get_rank()\n"
         "dist.barrier()  # both ranks done communicating before either tears gloo down (else it can abort)\n"
         "dist.destroy_process_group()\n"
-        "print('HASHES', out[0], out[1], res.steps)\n"
+        "if rank == 0:  # one writer: two ranks printing at once can interleave on the shared stdout\n"
+        "    print('HASHES', out[0], out[1], res.steps, flush=True)\n"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
