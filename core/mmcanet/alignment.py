@@ -181,8 +181,8 @@ def align_to(
         # Float data whose only missing value is NaN (SAR in dB or linear power): no declared nodata,
         # the destination starts as NaN (outside the footprint stays NaN) and NaN sources propagate
         # through the bilinear arithmetic (an output pixel next to missing SAR is missing too, 1 px
-        # more conservative than renormalising). GDAL then takes its no-mask bilinear kernel: 2.2x
-        # faster than declaring NaN as nodata (measured on an 8192^2 scene, docs/ENGINE.md).
+        # more conservative than renormalising). GDAL then takes its no-mask bilinear kernel: 2x
+        # faster than declaring NaN as nodata (bench/bench_io.py, docs/ENGINE.md).
         opts = gdal.WarpOptions(**grid, outputType=gdal.GDT_Float32, warpOptions=["INIT_DEST=NaN"])
         dst_nodata: float | None = math.nan
     else:

@@ -457,8 +457,7 @@ class _MemoryGuard:
 
     Model activations and strip temporaries of different sizes alternate; glibc may keep the
     fragmented free memory, and the peak RSS would creep up with the scene. Trimming after every
-    strip stops that but costs time: the next forward has to fault the released pages back in (about
-    0.1 s per strip, measured). So the RSS is checked after every strip and the heap trimmed only
+    strip stops that but costs time: the next forward has to fault the released pages back in. So the RSS is checked after every strip and the heap trimmed only
     when it has grown by more than ``_TRIM_GROWTH`` over the level after the second strip.
     """
 
