@@ -49,7 +49,7 @@ from .raster_io import (
     read_into,
     read_window,
 )
-from .stacking import release, resolve_optical, resolve_sar
+from .stacking import open_input
 from .tiling import Tile, TilePlan, Window, plan_tiles
 
 if TYPE_CHECKING:  # torch is imported when a scene is run, so importing this module stays light (QGIS)
@@ -275,17 +275,6 @@ def _sar_band_order(info: RasterInfo, what: str) -> tuple[int, int]:
     return 1, 2
 
 
-def _open_stacked(
-    path: str | os.PathLike[str], what: str, resolve: Callable[[str | os.PathLike[str]], str]
-) -> tuple[gdal.Dataset, RasterInfo]:
-    """Open an input that may be a folder of band files (:mod:`mmcanet.stacking`) or a raster file."""
-    name = resolve(path)
-    try:
-        return open_raster(name, what, shown=os.fspath(path) if name != os.fspath(path) else None)
-    finally:
-        release(name)  # the open VRT keeps what it needs; the in-memory file itself can go
-
-
 def _open_inputs(opts: RestoreOptions, rep: _Reporter) -> _Inputs:
     """Open and check everything (cheaply) before any model or tile work; raises InputError."""
     if opts.sar_units not in SAR_UNITS:
@@ -297,11 +286,11 @@ def _open_inputs(opts: RestoreOptions, rep: _Reporter) -> _Inputs:
 
     opt_what = f"optical image '{os.fspath(opts.optical)}'"
     sar_what = f"SAR image '{os.fspath(opts.sar)}'"
-    opt_ds, opt_info = _open_stacked(opts.optical, "optical image", resolve_optical)
+    opt_ds, opt_info = open_input(opts.optical, "optical image")
     names = _optical_band_names(opt_info, opt_what, rep)
     if opt_info.dtype.kind == "f":
         rep.warn(f"{opt_what} has floating-point pixels; they are read as DN (reflectance x 10000)")
-    sar_ds, sar_info = _open_stacked(opts.sar, "SAR image", resolve_sar)
+    sar_ds, sar_info = open_input(opts.sar, "SAR image", sar=True)
     sar_order = _sar_band_order(sar_info, sar_what)
     check_readable(opt_ds, opt_what)
     check_readable(sar_ds, sar_what)
@@ -457,8 +446,9 @@ class _MemoryGuard:
 
     Model activations and strip temporaries of different sizes alternate; glibc may keep the
     fragmented free memory, and the peak RSS would creep up with the scene. Trimming after every
-    strip stops that but costs time: the next forward has to fault the released pages back in. So the RSS is checked after every strip and the heap trimmed only
-    when it has grown by more than ``_TRIM_GROWTH`` over the level after the second strip.
+    strip stops that but costs time: the next forward has to fault the released pages back in. So the
+    RSS is checked after every strip and the heap trimmed only when it has grown by more than
+    ``_TRIM_GROWTH`` over the level after the second strip.
     """
 
     def __init__(self) -> None:

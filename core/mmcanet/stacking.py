@@ -23,6 +23,7 @@ from osgeo import gdal
 
 from .bands import S2_BANDS_L1C, S2_BANDS_L2A
 from .errors import InputError
+from .raster_io import RasterInfo, open_raster
 
 _RASTER_SUFFIXES = (".jp2", ".tif", ".tiff")
 # a band token at the end of the file name, optionally followed by the L2A resolution suffix: ..._B8A_20m.jp2
@@ -165,6 +166,29 @@ def resolve_sar(path: str | os.PathLike[str]) -> str:
     return _vrt(p.name, [pols["VV"][0], pols["VH"][0]], ["VV", "VH"], what)
 
 
+def open_input(
+    path: str | os.PathLike[str], what: str, *, sar: bool = False
+) -> tuple[gdal.Dataset, RasterInfo]:
+    """Open an input that may be a product or band folder (stacked on the fly) or a raster file.
+
+    Messages and ``RasterInfo.path`` name ``path`` as given, never the in-memory stand-in.
+
+    Args:
+        path: as for :func:`resolve_optical` (or :func:`resolve_sar` with ``sar=True``).
+        what: role for messages, e.g. ``"optical image"``.
+        sar: the input is Sentinel-1.
+
+    Returns:
+        ``(dataset, info)`` as :func:`mmcanet.raster_io.open_raster` gives them.
+    """
+    name = resolve_sar(path) if sar else resolve_optical(path)
+    given = os.fspath(path)
+    try:
+        return open_raster(name, what, shown=given if name != given else None)
+    finally:
+        release(name)  # the open VRT keeps what it needs; the in-memory file itself can go
+
+
 def release(name: str) -> None:
     """Free an in-memory VRT made by :func:`resolve_optical` / :func:`resolve_sar` (no-op for files)."""
     if name.startswith("/vsimem/mmcanet-stack-"):
@@ -200,10 +224,9 @@ def write_stack(
         MMCANetError when writing fails.
     """
     from .errors import CancelledError, MMCANetError
-    from .raster_io import check_writable, gdal_errors, geotiff_creation_options, open_raster, temp_path_for
+    from .raster_io import check_writable, gdal_errors, geotiff_creation_options, temp_path_for
 
     out = check_writable(output, "output")
-    name = resolve_sar(source) if sar else resolve_optical(source)
     tmp = temp_path_for(out)
     cancelled = False
 
@@ -217,8 +240,7 @@ def write_stack(
         return 1
 
     try:
-        shown = os.fspath(source)
-        src, info = open_raster(name, "SAR input" if sar else "optical input", shown=shown if name != shown else None)
+        src, info = open_input(source, "SAR input" if sar else "optical input", sar=sar)
         opts = geotiff_creation_options(info.dtype, 256, info.width, info.height)
         with gdal_errors() as log:
             written = gdal.Translate(str(tmp), src, options=gdal.TranslateOptions(creationOptions=opts, callback=callback))
@@ -230,7 +252,6 @@ def write_stack(
             raise MMCANetError(f"output '{out}': could not be written ({log.last()})")
         os.replace(tmp, out)
     finally:
-        release(name)
         if tmp.exists():
             tmp.unlink()
     return out

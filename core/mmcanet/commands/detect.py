@@ -69,16 +69,12 @@ def reflectance_divisor(sample: np.ndarray, dtype: np.dtype) -> float:
 def run(args: argparse.Namespace) -> int:
     """Detect strip by strip (with context margins) and write the mask (temporary file + rename)."""
     from ..clouds.detect import detect_clouds
-    from ..raster_io import RasterWriter, check_writable, open_raster, read_window
-    from ..stacking import release, resolve_optical
+    from ..raster_io import RasterWriter, check_writable, read_window
+    from ..stacking import open_input
     from ..tiling import Window
 
     what = f"input '{args.input}'"
-    name = resolve_optical(args.input)  # a SAFE product or band folder is stacked on the fly
-    try:
-        ds, info = open_raster(name, "input", shown=str(args.input) if name != str(args.input) else None)
-    finally:
-        release(name)
+    ds, info = open_input(args.input, "input")  # a SAFE product or band folder is stacked on the fly
     order, _ = s2_band_indices(info, "input")
     check_writable(args.output, "output")
     probe_h = min(info.height, 256)
