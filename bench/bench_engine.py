@@ -127,7 +127,7 @@ def _current_rss_mb() -> float:
 def child(args: argparse.Namespace) -> None:
     """Restore one scene and print one JSON line of measurements."""
     import torch
-    from mmcanet.engine import RestoreOptions, restore_scene
+    from mmcanet.inference import RestoreOptions, restore_scene
     from mmcanet.modelfile import ModelCard, build_from_card, default_model_path, load_model
     from mmcanet.raster_io import limit_gdal_cache
 
@@ -154,8 +154,8 @@ def child(args: argparse.Namespace) -> None:
     peak = _rss_mb()
     # pure forward on random tiles: same tile shape and the same batch composition as the engine
     # (batches never span tile rows: each row is split into full batches + one remainder batch)
-    from mmcanet.engine import _CHANNELS_LAST_ON_CPU
-    from mmcanet.tiling import plan_tiles
+    from mmcanet.inference import EngineTuning
+    from mmcanet.inference.tiling import plan_tiles
 
     plan = plan_tiles(res.width, res.height, res.tile_size, res.overlap)
     th, tw = plan.tile_height, plan.tile_width
@@ -165,7 +165,7 @@ def child(args: argparse.Namespace) -> None:
     with torch.inference_mode():
         for b in sorted(set(per_row)):
             x2, x1 = torch.rand(b, 13, th, tw), torch.rand(b, 2, th, tw)
-            if _CHANNELS_LAST_ON_CPU:  # the layout the engine gives the model on the CPU
+            if EngineTuning().channels_last_on_cpu:  # the layout the engine gives the model on the CPU
                 x2, x1 = (x.contiguous(memory_format=torch.channels_last) for x in (x2, x1))
             model(x2, x1)  # warm-up
             reps = max(1, args.pure_batches // len(set(per_row)))

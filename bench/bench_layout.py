@@ -1,6 +1,6 @@
 """Forward time of the bundled model on the CPU, contiguous (NCHW) vs channels-last (NHWC) tensors.
 
-The engine runs the model channels-last on the CPU (``engine._CHANNELS_LAST_ON_CPU``); this measures
+The engine runs the model channels-last on the CPU (``EngineTuning.channels_last_on_cpu`` in ``mmcanet.inference.tuning``); this measures
 why, and checks the outputs agree. Variants alternate ``--rounds`` times; the best time per variant is
 reported (shared machines are noisy: compare within one run).
 

@@ -20,7 +20,7 @@ from osgeo import gdal, osr
 from .errors import InputError
 from .normalization import looks_linear
 from .raster_io import RasterInfo, gdal_call, read_window
-from .tiling import Window
+from .windows import Window
 
 Warn = Callable[[str], None]
 

@@ -41,17 +41,13 @@ import torch
 from torch.utils.data import Dataset
 
 from .augment import augment_arrays
-from .bands import B10_INDEX, S2_BANDS_L1C, S2_BANDS_L2A, normalise_band_name
+from .bands import B10_FILL_DN, B10_INDEX, S2_BANDS_L1C, S2_BANDS_L2A, normalise_band_name
 from .clouds.detect import detect_clouds
 from .clouds.simulate import simulate_clouds
 from .errors import InputError
 from .normalization import Normalization, linear_to_db, looks_linear
 
 Sample = dict[str, Any]
-
-B10_FILL_DN: float = 13.0
-"""Value (DN) put into the missing cirrus band B10 of Level-2A inputs: the median B10 of the 61
-cloud-free L1C patches in ../shared/data (clear-sky cirrus reflectance ~ 0.0013)."""
 
 SEN12MSCR_SEASONS: tuple[str, ...] = ("ROIs1158_spring", "ROIs1868_summer", "ROIs1970_fall", "ROIs2017_winter")
 SEN12MSCR_TEST_SCENES: dict[str, tuple[int, ...]] = {

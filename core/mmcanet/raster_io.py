@@ -23,7 +23,7 @@ import numpy as np
 from osgeo import gdal, gdal_array
 
 from .errors import InputError, MMCANetError
-from .tiling import Window
+from .windows import Window
 
 T = TypeVar("T")
 

@@ -10,7 +10,7 @@ import rasters
 from mmcanet.alignment import align_to, detect_sar_units, same_grid
 from mmcanet.errors import InputError
 from mmcanet.raster_io import RasterWriter, check_readable, open_raster, read_window, temp_path_for
-from mmcanet.tiling import Window
+from mmcanet.windows import Window
 from osgeo import gdal
 
 

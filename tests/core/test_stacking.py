@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from mmcanet.bands import S2_BANDS_L1C, S2_BANDS_L2A
-from mmcanet.engine import RestoreOptions, restore_scene
 from mmcanet.errors import InputError
+from mmcanet.inference import RestoreOptions, restore_scene
 from mmcanet.stacking import release, resolve_optical, resolve_sar
 from osgeo import gdal
 

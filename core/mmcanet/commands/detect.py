@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from ..clouds.detect import detect_clouds
     from ..raster_io import RasterWriter, check_writable, read_window
     from ..stacking import open_input
-    from ..tiling import Window
+    from ..windows import Window
 
     what = f"input '{args.input}'"
     ds, info = open_input(args.input, "input")  # a SAFE product or band folder is stacked on the fly

@@ -10,29 +10,19 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+from .. import options
 from ..errors import InputError, MMCANetError
+from ..options import RestoreOptions
 
 logger = logging.getLogger("mmcanet.restore")
-
-_DEFAULTS: dict[str, Any] = {}
-
-
-def _defaults() -> dict[str, Any]:
-    """RestoreOptions field defaults: the one source of the CLI's defaults."""
-    if not _DEFAULTS:
-        from ..engine import RestoreOptions
-
-        _DEFAULTS.update({f.name: f.default for f in fields(RestoreOptions)})
-    return _DEFAULTS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``restore`` subcommand."""
-    d = _defaults()
+    d = options.defaults()
     p = subparsers.add_parser(
         "restore",
         help="remove clouds from a Sentinel-2 scene using Sentinel-1 SAR",
@@ -60,7 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     m = p.add_argument_group("model and processing")
     m.add_argument("--model", help="model file (.safetensors); default: the bundled model")
     m.add_argument("--strategy", help="progressive strategy (default: the model card's)")
-    m.add_argument("--device", default=d["device"], help="auto, cpu, cuda or cuda:N (default: %(default)s)")
+    m.add_argument("--device", default=d["device"], help=f"{', '.join(options.DEVICE_CHOICES)} or cuda:N (default: %(default)s)")
     m.add_argument("--tile-size", type=int, help="tile edge in px (default: the model card's)")
     m.add_argument("--overlap", type=int, help="tile overlap in px (default: the model card's)")
     m.add_argument("--batch-size", type=int, default=d["batch_size"], help="tiles per forward pass (default: %(default)s)")
@@ -70,7 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=d["keep_clear"],
         help="keep input pixels the cloud mask says are clear (default: %(default)s)",
     )
-    m.add_argument("--sar-units", choices=("auto", "db", "linear"), default=d["sar_units"], help="default: %(default)s")
+    m.add_argument("--sar-units", choices=options.SAR_UNITS, default=d["sar_units"], help="default: %(default)s")
     m.add_argument("--threads", type=int, help="CPU threads for torch (default: all CPUs of this process)")
     m.add_argument("--gdal-cache-mb", type=int, default=256, help="GDAL block cache for this process (default: %(default)s)")
     p.set_defaults(func=run)
@@ -156,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
         # kill / job schedulers send SIGTERM: unwind like Ctrl-C so partial outputs are removed
         signal.signal(signal.SIGTERM, _interrupt)
     from ..devices import resolve_device
-    from ..engine import RestoreOptions, load_model_for, restore_scene
+    from ..inference import load_model_for, restore_scene
     from ..raster_io import limit_gdal_cache
 
     limit_gdal_cache(args.gdal_cache_mb)
@@ -171,6 +161,8 @@ def run(args: argparse.Namespace) -> int:
         "sar_units": args.sar_units,
         "threads": args.threads,
     }
+    # the settings shared by every scene are checked before any model is loaded
+    options.validate(RestoreOptions(sar="", optical="", output="", **common))
     if args.list:
         if args.sar or args.optical or args.output or args.cloud_mask or args.mask_output or args.confidence_output:
             raise InputError("--list cannot be combined with --sar/--optical/--output/--cloud-mask/--mask-output/--confidence-output")

@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from ..clouds.simulate import simulate_clouds
     from ..errors import InputError
     from ..raster_io import check_writable, open_raster, read_window
-    from ..tiling import Window
+    from ..windows import Window
     from .detect import reflectance_divisor, s2_band_indices
 
     ds, info = open_raster(args.input, "clear image")

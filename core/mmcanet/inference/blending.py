@@ -1,4 +1,15 @@
-"""Weighted blending of overlapping tiles into a strip buffer whose size does not depend on the scene height.
+"""Blending: tile weights, the strip accumulator, the feathered restore weight, compositing with the input, nodata.
+
+Everything that decides an output pixel's value from the model outputs lives here:
+
+* :func:`restore_weight`: per tile, how much of the restored value replaces the input (1 under the
+  cloud mask, feathered to 0 around it with ``keep_clear``; 0 on invalid pixels);
+* :func:`composite_tile`: a tile's composited DN ``alpha * restored + (1 - alpha) * input``;
+* :class:`StripAccumulator`: weighted sums of overlapping tiles (weights below);
+* :func:`finish_pixels`: the blended mean to output DN (rounding, nodata, never a false nodata),
+  the cloud-mask output and the per-pixel change output.
+
+Weighted blending of overlapping tiles into a strip buffer whose size does not depend on the scene height.
 
 Every tile's output is multiplied by a weight that is 1 in the tile's middle and falls off with a
 raised cosine over the ``taper`` pixels next to each side that has a neighbour, down to a tiny weight
@@ -20,6 +31,11 @@ import math
 import numpy as np
 
 from .tiling import Tile, TilePlan
+
+MASK_NODATA = 255
+"""Value of nodata pixels in the cloud-mask output (1 cloud/shadow, 0 clear)."""
+CHANGE_NODATA = -1.0
+"""Value of nodata pixels in the per-pixel change (confidence) output."""
 
 EDGE_WEIGHT = 1e-3
 """Weight of a tile's outermost ``margin`` pixels where a neighbour overlaps them (> 0, so never 0 / 0)."""
@@ -202,3 +218,142 @@ class StripAccumulator:
         mean = sums / self.weight(slice(row_off, upto_row), slice(0, self.plan.width))
         self.advance(upto_row)
         return row_off, mean.astype(np.float32, copy=False)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Restore weight (feathered cloud mask) and compositing with the input
+# ----------------------------------------------------------------------------------------------------
+
+
+def _sliding(a: np.ndarray, radius: int, op: str) -> np.ndarray:
+    """Separable ``(2 radius + 1)^2`` max or mean filter of a 2-D array (edges: window clipped)."""
+    out = a
+    for axis in (0, 1):
+        n = out.shape[axis]
+        if op == "max":
+            pad = [(0, 0), (0, 0)]
+            pad[axis] = (radius, radius)
+            padded = np.pad(out, pad, mode="edge")
+            acc = np.take(padded, range(0, n), axis=axis)
+            for k in range(1, 2 * radius + 1):
+                acc = np.maximum(acc, np.take(padded, range(k, k + n), axis=axis))
+            out = acc
+        else:
+            c = np.cumsum(np.moveaxis(out, axis, 0), axis=0, dtype=np.float64)
+            c = np.concatenate([np.zeros((1, *c.shape[1:])), c])
+            i = np.arange(n)
+            hi, lo = np.minimum(i + radius + 1, n), np.maximum(i - radius, 0)
+            mean = (c[hi] - c[lo]) / (hi - lo)[:, None]
+            out = np.moveaxis(mean, 0, axis)
+    return out
+
+
+def feather(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Soft restore weight: 1 on the mask, falling linearly to 0 over ``2 * radius`` px outside it.
+
+    Args:
+        mask: bool ``(H, W)``.
+        radius: px.
+
+    Returns:
+        float32 ``(H, W)`` in [0, 1].
+    """
+    m = mask.astype(np.float32)
+    if radius > 0 and mask.any() and not mask.all():
+        m = _sliding(_sliding(m, radius, "max"), radius, "mean")
+    return np.clip(m, 0.0, 1.0).astype(np.float32)
+
+
+def restore_weight(mask: np.ndarray | None, invalid: np.ndarray, keep_clear: bool, radius: int) -> np.ndarray:
+    """How much of the restored value replaces the input in one tile (``alpha``).
+
+    Args:
+        mask: bool ``(h, w)`` cloud or shadow, or None (no mask: every pixel is restored).
+        invalid: bool ``(h, w)`` nodata in either input (weight 0: the input, i.e. nodata, stays).
+        keep_clear: keep clear input pixels (weight from :func:`feather`), else restore everything.
+        radius: feather radius (px).
+
+    Returns:
+        float32 ``(h, w)`` in [0, 1]; a tile whose weight is 0 everywhere need not run through the model.
+    """
+    alpha = feather(mask, radius) if keep_clear and mask is not None else np.ones(invalid.shape, np.float32)
+    alpha[invalid] = 0.0
+    return alpha
+
+
+def composite_tile(
+    restored: np.ndarray | None,
+    alpha: np.ndarray,
+    input_dn: np.ndarray,
+    mask: np.ndarray | None,
+    scale: float,
+) -> np.ndarray:
+    """A tile's values to blend: composited DN ``alpha * restored + (1 - alpha) * input``, then the cloud mask.
+
+    The input is the same in every tile, so blending these composited values equals compositing the
+    blend, and no alpha plane is needed; where ``alpha = 0`` the input DN comes back exactly (even
+    above the DN scale).
+
+    Args:
+        restored: float32 ``(n, h, w)`` model output in 0-1 (optical band order), or None (not run).
+        alpha: float32 ``(h, w)`` from :func:`restore_weight`.
+        input_dn: ``(n, h, w)`` the optical input (any dtype).
+        mask: bool ``(h, w)`` cloud mask or None (0).
+        scale: DN per unit of model output (the card's ``s2_max_dn``).
+
+    Returns:
+        float32 ``(n + 1, h, w)``: composited DN and the mask as 0/1.
+    """
+    n = input_dn.shape[0]
+    values = np.empty((n + 1, *alpha.shape), np.float32)
+    s = np.float32(scale)
+    if restored is not None and alpha.min() >= 1.0:  # restored everywhere: the input drops out
+        np.multiply(restored, s, out=values[:n])
+    else:
+        values[:n] = input_dn
+        if restored is not None:
+            values[:n] += alpha * (restored * s - values[:n])
+    values[n] = 0.0 if mask is None else mask
+    return values
+
+
+def finish_pixels(
+    mean: np.ndarray, invalid: np.ndarray, dtype: np.dtype, nodata: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Blended means to output values: rounded for integer outputs, nodata where invalid, never a false nodata.
+
+    Args:
+        mean: float32 ``(n + 1, h, w)`` blended composited DN and mask (from :func:`composite_tile`);
+            the DN part is modified in place.
+        invalid: bool ``(h, w)`` pixels to write as nodata.
+        dtype: output data type (integers are rounded and clipped to its range).
+        nodata: the output's nodata value.
+
+    Returns:
+        ``(out, cloud)``: float32 ``(n, h, w)`` output values (a view of ``mean``) and bool ``(h, w)``
+        cloud mask (blended mask >= 0.5).
+    """
+    n = mean.shape[0] - 1
+    nd = np.float32(nodata)
+    out = mean[:n]
+    if np.dtype(dtype).kind in "ui":
+        info = np.iinfo(dtype)
+        np.clip(np.rint(out, out=out), info.min, info.max, out=out)
+    # a restored pixel must not read as nodata (nodata = every band equal to the nodata value)
+    clash = ~invalid & np.all(out == nd, axis=0)
+    if clash.any():
+        out[:, clash] = nd + (1 if nd < 1 else -1)
+    out[:, invalid] = nd
+    return out, mean[n] >= 0.5
+
+
+def mask_values(cloud: np.ndarray, invalid: np.ndarray) -> np.ndarray:
+    """The cloud-mask output: 1 cloud/shadow, 0 clear, :data:`MASK_NODATA` where invalid."""
+    return np.where(invalid, MASK_NODATA, cloud)
+
+
+def change_values(out: np.ndarray, input_dn: np.ndarray, invalid: np.ndarray, scale: float) -> np.ndarray:
+    """Per-pixel mean absolute change in reflectance between output and input; :data:`CHANGE_NODATA` where invalid."""
+    change = np.mean(np.abs(out - input_dn.astype(np.float32)), axis=0) / np.float32(scale)
+    change[invalid] = CHANGE_NODATA
+    return change

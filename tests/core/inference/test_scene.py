@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import rasters
 import torch
-from mmcanet.bands import S1_BANDS, S2_BANDS_L1C
-from mmcanet.engine import RestoreOptions, l2a_b10_fill_dn, restore_scene, restore_scene_with_model
+from mmcanet.bands import B10_FILL_DN, S1_BANDS, S2_BANDS_L1C
 from mmcanet.errors import CancelledError, InputError, MMCANetError
+from mmcanet.inference import EngineTuning, RestoreOptions, restore_scene, restore_scene_with_model
 from mmcanet.normalization import Normalization
 from osgeo import gdal
 from torch import nn
@@ -87,8 +87,10 @@ class Recorder(nn.Module):
         return s2.clone()
 
 
-def run(model: nn.Module, s1: Path, s2: Path, out: Path, card: Card | None = None, **kw) -> object:  # noqa: ANN003
-    return restore_scene_with_model(model, card or Card(), RestoreOptions(sar=s1, optical=s2, output=out, **kw))
+def run(model: nn.Module, s1: Path, s2: Path, out: Path, card: Card | None = None,
+        tuning: EngineTuning | None = None, **kw) -> object:  # noqa: ANN003
+    return restore_scene_with_model(model, card or Card(), RestoreOptions(sar=s1, optical=s2, output=out, **kw),
+                                    tuning=tuning)
 
 
 def files(folder: Path) -> list[str]:
@@ -111,25 +113,19 @@ def test_identity_model_reproduces_input_exactly(make_s2, make_s1, tmp_path: Pat
     assert res.tiles == res.tiles_run >= 1
 
 
-def test_read_and_composite_in_column_chunks_is_exact(make_s2, make_s1, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
-    import mmcanet.engine
-
-    monkeypatch.setattr(mmcanet.engine, "_COMPOSITE_COLUMNS", 16)  # 101 px wide: 7 chunks, the last one odd
-    monkeypatch.setattr(mmcanet.engine, "_READ_COLUMNS", 48)
+def test_read_and_composite_in_column_chunks_is_exact(make_s2, make_s1, tmp_path: Path) -> None:  # noqa: ANN001
+    tuning = EngineTuning(composite_columns=16, read_columns=48)  # 101 px wide: 7 chunks, the last one odd
     s2, s1 = make_s2(height=40, width=101), make_s1(height=40, width=101)
-    res = run(Identity(), s1, s2, tmp_path / "out.tif", keep_clear=False, mask_output=tmp_path / "m.tif")
+    res = run(Identity(), s1, s2, tmp_path / "out.tif", tuning=tuning, keep_clear=False, mask_output=tmp_path / "m.tif")
     np.testing.assert_array_equal(rasters.read(res.output), rasters.read(s2))
     assert rasters.read(res.mask_output).shape == (1, 40, 101)
 
 
-def test_prefetching_reader_gives_the_same_output(make_s2, make_s1, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+def test_prefetching_reader_gives_the_same_output(make_s2, make_s1, tmp_path: Path) -> None:  # noqa: ANN001
     """The background reader used on GPUs: same bytes as reading in the calling thread."""
-    import mmcanet.engine
-
     s2, s1 = make_s2(height=90, width=70), make_s1(height=90, width=70)
     plain = run(SmallConv(), s1, s2, tmp_path / "plain.tif", tile_size=32, overlap=8)
-    monkeypatch.setattr(mmcanet.engine, "_PREFETCH_ON_CPU", True)
-    pre = run(SmallConv(), s1, s2, tmp_path / "pre.tif", tile_size=32, overlap=8)
+    pre = run(SmallConv(), s1, s2, tmp_path / "pre.tif", tuning=EngineTuning(prefetch_on_cpu=True), tile_size=32, overlap=8)
     assert pre.timings["read_background"] > 0 and plain.timings["read_background"] == 0
     np.testing.assert_array_equal(rasters.read(pre.output), rasters.read(plain.output))
 
@@ -432,7 +428,7 @@ def test_l2a_twelve_bands_in_twelve_out(tmp_path: Path) -> None:
     assert out.shape[0] == 12
     np.testing.assert_array_equal(out, rasters.read(s2))
     seen = rec.seen[0][0]
-    assert seen.shape[1] == 13 and torch.allclose(seen[:, 10], torch.tensor(l2a_b10_fill_dn() / 10000))
+    assert seen.shape[1] == 13 and torch.allclose(seen[:, 10], torch.tensor(B10_FILL_DN / 10000))
     assert any("Level-2A" in w for w in res.warnings)
     ds = gdal.Open(str(res.output))
     assert [ds.GetRasterBand(i + 1).GetDescription() for i in range(12)] == [b for b in S2_BANDS_L1C if b != "B10"]
@@ -464,7 +460,7 @@ def test_engine_import_is_light() -> None:
     import subprocess
     import sys
 
-    code = "import sys, mmcanet.engine, mmcanet.commands.restore; print('torch' in sys.modules)"
+    code = "import sys, mmcanet.inference, mmcanet.options, mmcanet.commands.restore; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "False"
 

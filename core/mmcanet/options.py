@@ -1,0 +1,156 @@
+"""Restore options: the one source of their choices, defaults and validation rules.
+
+The CLI (``mmcanet restore``), the ``mmcanet:remove_clouds`` Processing algorithm and the QGIS dock
+all read their defaults, choice lists and limits from here, and :func:`validate` runs before any model
+is loaded. Importable without numpy, torch or GDAL, so QGIS can use it at start-up.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from typing import Any
+
+from .errors import InputError
+from .names import STRATEGIES
+
+DEVICE_CHOICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+"""Devices a user picks from; ``"cuda:N"`` is also accepted where a device is typed."""
+SAR_UNITS: tuple[str, ...] = ("auto", "db", "linear")
+"""How the SAR values are read: detected, backscatter in dB, or linear power (converted to dB)."""
+
+DEFAULT_TILE_SIZE = 256
+"""Tile edge (px) written into new model cards; a model card's value is the default of a restore."""
+DEFAULT_OVERLAP = 32
+"""Overlap (px) between neighbouring tiles written into new model cards."""
+MIN_TILE_SIZE = 16
+"""Smallest tile edge (px) a restore accepts."""
+MAX_TILE_SIZE = 4096
+"""Largest tile edge (px) the QGIS forms offer (the CLI takes any size memory allows)."""
+MAX_BATCH_SIZE = 256
+"""Largest batch size the QGIS forms offer (the CLI takes any)."""
+DEFAULT_DEVICE = "auto"
+DEFAULT_BATCH_SIZE = 4
+DEFAULT_KEEP_CLEAR = True
+DEFAULT_SAR_UNITS = "auto"
+DEFAULT_FEATHER = 2
+
+PathLike = str | os.PathLike[str]
+
+
+@dataclass
+class RestoreOptions:
+    """What to restore and how; the defaults here are the defaults of the CLI, of QGIS and of the dock.
+
+    Args:
+        sar: Sentinel-1 raster, 2 bands (VV, VH), dB or linear power, any grid overlapping the optical.
+        optical: cloudy Sentinel-2 raster, 13 bands L1C (or 12 bands L2A), uint16 DN.
+        output: restored GeoTIFF (same bands, grid and data type as the optical input).
+        cloud_mask: optional 1-band mask (non-zero = cloud or shadow); default: detected.
+        model: model file; None = the bundled default model.
+        strategy: progressive strategy (one of :data:`~mmcanet.names.STRATEGIES`); None = the model card's.
+        device: ``"auto"`` (CUDA when usable), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        tile_size: tile edge (px); None = the model card's.
+        overlap: overlap between neighbouring tiles (px, at most half the tile); None = the model card's.
+        batch_size: tiles per forward pass (halved automatically on CUDA out-of-memory).
+        keep_clear: keep input pixels where the cloud mask says clear (feathered edge).
+        sar_units: ``"auto"`` (detect), ``"db"`` or ``"linear"`` (power, converted to dB).
+        mask_output: optional uint8 GeoTIFF of the cloud mask used (1 cloud/shadow, 0 clear, 255 nodata).
+        confidence_output: optional float32 GeoTIFF of the per-pixel change: mean absolute change in
+            reflectance over the bands (0 where the input was kept; -1 = nodata).
+        feather: width (px) of the soft transition around masked clouds when keeping clear pixels.
+        threads: CPU threads for torch; None = automatic (see :func:`mmcanet.devices.configure_threads`).
+    """
+
+    sar: PathLike
+    optical: PathLike
+    output: PathLike
+    cloud_mask: PathLike | None = None
+    model: PathLike | None = None
+    strategy: str | None = None
+    device: str = DEFAULT_DEVICE
+    tile_size: int | None = None
+    overlap: int | None = None
+    batch_size: int = DEFAULT_BATCH_SIZE
+    keep_clear: bool = DEFAULT_KEEP_CLEAR
+    sar_units: str = DEFAULT_SAR_UNITS
+    mask_output: PathLike | None = None
+    confidence_output: PathLike | None = None
+    feather: int = DEFAULT_FEATHER
+    threads: int | None = None
+
+
+def defaults() -> dict[str, Any]:
+    """Field name -> default of every :class:`RestoreOptions` field that has one."""
+    return {f.name: f.default for f in fields(RestoreOptions) if f.default is not f.default_factory}
+
+
+def max_overlap(tile_size: int) -> int:
+    """Largest overlap (px) allowed for tiles of ``tile_size`` px: half a tile.
+
+    Beyond it a pixel can lie in more than two tiles per axis, and the blending ramps of neighbours
+    no longer hand over within their overlap.
+    """
+    return tile_size // 2
+
+
+def tiling_problems(tile_size: int | None, overlap: int | None) -> list[str]:
+    """What is wrong with a tile size / overlap pair (None: the model card's value, checked later)."""
+    problems = []
+    if tile_size is not None and tile_size < MIN_TILE_SIZE:
+        problems.append(f"tile size {tile_size}: must be at least {MIN_TILE_SIZE} px")
+    if tile_size is not None and overlap is not None and not 0 <= overlap <= max_overlap(tile_size):
+        problems.append(
+            f"overlap {overlap}: must be between 0 and half the tile size ({max_overlap(tile_size)} px)"
+        )
+    elif overlap is not None and overlap < 0:
+        problems.append(f"overlap {overlap}: must be >= 0")
+    return problems
+
+
+def device_problem(device: str) -> str | None:
+    """Why ``device`` is not a device name (None when it is one: a choice or ``cuda:N``)."""
+    choice = (device or "").strip().lower()
+    if choice in DEVICE_CHOICES:
+        return None
+    if choice.startswith("cuda:") and choice[5:].isdigit():
+        return None
+    return f"device '{device}': unknown; choose one of {', '.join(DEVICE_CHOICES)} (or cuda:N)"
+
+
+def problems(options: RestoreOptions) -> list[str]:
+    """Every rule ``options`` breaks that can be checked without opening a file or loading a model."""
+    found = [p for p in (device_problem(options.device),) if p]
+    if options.strategy is not None and options.strategy not in STRATEGIES:
+        found.append(f"strategy '{options.strategy}': choose one of {', '.join(STRATEGIES)}")
+    found += tiling_problems(options.tile_size, options.overlap)
+    if options.batch_size < 1:
+        found.append(f"batch size {options.batch_size}: must be >= 1")
+    if options.sar_units not in SAR_UNITS:
+        found.append(f"SAR units '{options.sar_units}': choose one of {', '.join(SAR_UNITS)}")
+    if options.feather < 0:
+        found.append(f"feather {options.feather}: must be >= 0")
+    if options.threads is not None and options.threads < 1:
+        found.append(f"threads {options.threads}: must be >= 1 (or unset for automatic)")
+    return found
+
+
+def validate(options: RestoreOptions) -> None:
+    """Raise :class:`~mmcanet.errors.InputError` listing every rule ``options`` breaks (see :func:`problems`)."""
+    found = problems(options)
+    if found:
+        raise InputError("; ".join(found))
+
+
+def resolve_tiling(options: RestoreOptions, card_tile_size: int, card_overlap: int) -> tuple[int, int]:
+    """Tile size and overlap of a run: the options', else the model card's; checked against the rules.
+
+    Raises:
+        InputError: when the combination (e.g. an explicit overlap with the card's tile size) breaks a rule.
+    """
+    tile_size = int(options.tile_size or card_tile_size)
+    overlap = int(card_overlap if options.overlap is None else options.overlap)
+    found = tiling_problems(tile_size, overlap)
+    if found:
+        raise InputError("; ".join(found))
+    return tile_size, overlap
