@@ -15,6 +15,7 @@ from typing import Any
 # The choices known when the provider loads come from the core's torch-free names module
 # (the package __init__ has already put the vendored core on sys.path).
 from mmcanet.names import ARCHITECTURES, STRATEGIES  # noqa: F401 - re-exported
+from mmcanet.options import DEVICE_CHOICES as DEVICES
 from qgis.core import (
     Qgis,
     QgsProcessingAlgorithm,
@@ -32,7 +33,6 @@ from qgis.PyQt.QtGui import QIcon
 
 from .. import dependencies
 
-DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 MODEL_FILTER = "MMCANet model (*.safetensors)"
 
 
@@ -203,7 +203,7 @@ class MMCANetAlgorithm(QgsProcessingAlgorithm):
         return path or None
 
 
-def device_parameter(name: str, description: str, default: str = "auto") -> QgsProcessingParameterEnum:
+def device_parameter(name: str, description: str, default: str = DEVICES[0]) -> QgsProcessingParameterEnum:
     """DEVICE: auto (CUDA when available, else CPU), cpu or cuda."""
     return QgsProcessingParameterEnum(name, description, options=list(DEVICES),
                                       defaultValue=DEVICES.index(default) if default in DEVICES else 0)

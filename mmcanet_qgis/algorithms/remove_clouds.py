@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mmcanet import options as core_options
 from qgis.core import (
     QgsProcessingContext,
     QgsProcessingFeedback,
@@ -44,7 +45,7 @@ def bundled_model() -> str | None:
 
 
 class RemoveCloudsAlgorithm(MMCANetAlgorithm):
-    """Parameters -> mmcanet.engine.RestoreOptions -> mmcanet.engine.restore_scene."""
+    """Parameters -> mmcanet.options.RestoreOptions -> mmcanet.inference.restore_scene."""
 
     SAR = "SAR"
     OPTICAL = "OPTICAL"
@@ -85,9 +86,8 @@ class RemoveCloudsAlgorithm(MMCANetAlgorithm):
     )
 
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802, D102
-        # KEEP_CLEAR, DEVICE and BATCH_SIZE defaults mirror mmcanet.engine.RestoreOptions (a test checks
-        # it); TILE_SIZE / OVERLAP / STRATEGY default to the model card's. The engine is not imported here
-        # because it must not pull torch into QGIS's start-up.
+        # Defaults, choices and limits come from the torch-free mmcanet.options (the CLI's source too);
+        # TILE_SIZE / OVERLAP / STRATEGY default to the model card's.
         self.addParameter(QgsProcessingParameterRasterLayer(self.SAR, tr("Sentinel-1 SAR (VV, VH)")))
         self.addParameter(QgsProcessingParameterRasterLayer(self.OPTICAL, tr("Cloudy Sentinel-2 (13 bands, L1C)")))
         self.addParameter(QgsProcessingParameterRasterLayer(self.CLOUD_MASK, tr("Cloud mask"), optional=True))
@@ -96,17 +96,18 @@ class RemoveCloudsAlgorithm(MMCANetAlgorithm):
             defaultValue=bundled_model(), optional=True))
         self.addParameter(QgsProcessingParameterEnum(
             self.STRATEGY, tr("Restoration strategy"), options=[MODEL_DEFAULT_STRATEGY, *STRATEGIES], defaultValue=0))
-        self.addParameter(device_parameter(self.DEVICE, tr("Device")))
+        self.addParameter(device_parameter(self.DEVICE, tr("Device"), core_options.DEFAULT_DEVICE))
         self.addParameter(QgsProcessingParameterBoolean(
-            self.KEEP_CLEAR, tr("Keep clear pixels from the input"), defaultValue=True))
+            self.KEEP_CLEAR, tr("Keep clear pixels from the input"), defaultValue=core_options.DEFAULT_KEEP_CLEAR))
         self.addParameter(advanced(QgsProcessingParameterNumber(
             self.TILE_SIZE, tr("Tile size in pixels (0: model default)"), type=INTEGER, defaultValue=0,
-            minValue=0, maxValue=4096)))
+            minValue=0, maxValue=core_options.MAX_TILE_SIZE)))
         self.addParameter(advanced(QgsProcessingParameterNumber(
-            self.OVERLAP, tr("Tile overlap in pixels (-1: model default)"), type=INTEGER, defaultValue=-1,
-            minValue=-1, maxValue=2048)))
+            self.OVERLAP, tr("Tile overlap in pixels (-1: model default; at most half the tile size)"), type=INTEGER,
+            defaultValue=-1, minValue=-1, maxValue=core_options.max_overlap(core_options.MAX_TILE_SIZE))))
         self.addParameter(advanced(QgsProcessingParameterNumber(
-            self.BATCH_SIZE, tr("Tiles per batch"), type=INTEGER, defaultValue=4, minValue=1, maxValue=256)))
+            self.BATCH_SIZE, tr("Tiles per batch"), type=INTEGER, defaultValue=core_options.DEFAULT_BATCH_SIZE,
+            minValue=1, maxValue=core_options.MAX_BATCH_SIZE)))
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, tr("Cloud-free Sentinel-2")))
         self.addParameter(QgsProcessingParameterRasterDestination(
             self.MASK_OUTPUT, tr("Cloud mask used"), optional=True, createByDefault=False))
@@ -114,7 +115,7 @@ class RemoveCloudsAlgorithm(MMCANetAlgorithm):
             self.CONFIDENCE_OUTPUT, tr("Confidence"), optional=True, createByDefault=False))
 
     def restore_options(self, parameters: dict[str, Any], context: QgsProcessingContext) -> dict[str, Any]:
-        """Keyword arguments of mmcanet.engine.RestoreOptions for these parameters (runs nothing)."""
+        """Keyword arguments of mmcanet.options.RestoreOptions for these parameters (runs nothing)."""
         strategy_index = self.parameterAsEnum(parameters, self.STRATEGY, context)
         tile_size = self.parameterAsInt(parameters, self.TILE_SIZE, context)
         overlap = self.parameterAsInt(parameters, self.OVERLAP, context)
@@ -140,9 +141,9 @@ class RemoveCloudsAlgorithm(MMCANetAlgorithm):
     ) -> dict[str, Any]:
         options = self.restore_options(parameters, context)
         with core_errors():
-            from mmcanet.engine import RestoreOptions, restore_scene
+            from mmcanet.inference import restore_scene  # validates everything before the model loads
 
-            restore_scene(RestoreOptions(**options), **core_callbacks(feedback))
+            restore_scene(core_options.RestoreOptions(**options), **core_callbacks(feedback))
         style_on_load(context, options["output"])
         return {
             self.OUTPUT: options["output"],

@@ -10,6 +10,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from mmcanet.options import tiling_problems
 from qgis.core import (
     QgsCoordinateTransform,
     QgsCoordinateTransformContext,
@@ -74,14 +75,8 @@ def check_layers(
 
 
 def check_tiling(tile_size: int | None, overlap: int | None, batch_size: int) -> list[Problem]:
-    """Neighbouring tiles must overlap by less than a tile (None: taken from a model card not readable yet)."""
-    problems = []
-    if tile_size is not None and overlap is not None and overlap >= tile_size:
-        problems.append(
-            Problem(
-                ADVANCED, f"The overlap ({overlap} px) must be smaller than the tile size ({tile_size} px)."
-            )
-        )
+    """The engine's tiling rules (mmcanet.options; None: from a model card not readable yet)."""
+    problems = [Problem(ADVANCED, f"{text[0].upper()}{text[1:]}.") for text in tiling_problems(tile_size, overlap)]
     if batch_size < 1:
         problems.append(Problem(ADVANCED, "The batch size must be at least 1."))
     return problems

@@ -175,14 +175,19 @@ def test_extents_are_compared_in_a_common_crs(make_dock, rasters):
     assert not problems_for(dock, "sar")
 
 
-def test_overlap_not_smaller_than_tile_is_flagged(make_dock, provider, rasters):
+def test_overlap_beyond_half_a_tile_is_flagged(make_dock, provider, rasters):
+    """The dock applies the engine's rule (overlap <= tile / 2), not merely overlap < tile."""
     add_layers((rasters["s2"], "cloudy"), (rasters["s1"], "radar"))
     dock = make_dock()
     dock.form.tile_spin.setValue(64)
+    dock.form.overlap_spin.setValue(33)  # < tile, but the engine refuses it: the dock must not start the run
+    assert any("half the tile size (32 px)" in m for m in problems_for(dock, "advanced"))
+    assert not dock.run_button.isEnabled()
     dock.form.overlap_spin.setValue(64)
-    assert any("smaller than the tile size" in m for m in problems_for(dock, "advanced"))
-    dock.form.overlap_spin.setValue(16)
+    assert any("half the tile size" in m for m in problems_for(dock, "advanced"))
+    dock.form.overlap_spin.setValue(32)
     assert not problems_for(dock, "advanced")
+    assert dock.run_button.isEnabled()
 
 
 def test_unreadable_model_file_is_flagged(make_dock, rasters, tmp_path):

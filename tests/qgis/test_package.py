@@ -35,7 +35,7 @@ def test_zip_has_one_plugin_folder_with_metadata_and_vendored_core(plugin_zip: P
     names = zipfile.ZipFile(plugin_zip).namelist()
     assert {n.split("/")[0] for n in names} == {"mmcanet_qgis"}
     for required in ("__init__.py", "metadata.txt", "provider.py", "dependencies.py", "icons/mmcanet.svg",
-                     "algorithms/remove_clouds.py", "lib/mmcanet/__init__.py", "lib/mmcanet/engine.py"):
+                     "algorithms/remove_clouds.py", "lib/mmcanet/__init__.py", "lib/mmcanet/inference/scene.py"):
         assert f"mmcanet_qgis/{required}" in names, required
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
     assert not [n for n in names if n.startswith("mmcanet_qgis/core/")], "never a bare `core` package"

@@ -81,22 +81,6 @@ def test_torch_free_choice_lists_match_the_core() -> None:
     assert base.ARCHITECTURES == ARCHITECTURES
 
 
-def test_remove_clouds_defaults_are_the_engines(provider: Any, scene: dict[str, Path], tmp_path: Path) -> None:
-    import dataclasses
-
-    from mmcanet.engine import RestoreOptions
-
-    alg = provider.algorithm("remove_clouds").create()
-    options = alg.restore_options({"SAR": str(scene["s1"]), "OPTICAL": str(scene["s2"]),
-                                   "OUTPUT": str(tmp_path / "o.tif")}, QgsProcessingContext())
-    engine = {f.name: f.default for f in dataclasses.fields(RestoreOptions)}
-    for name in ("keep_clear", "device", "batch_size", "tile_size", "overlap", "strategy", "cloud_mask"):
-        assert options[name] == engine[name], name
-    from mmcanet.modelfile import default_model_path
-
-    assert options["model"] in (None, str(default_model_path())), "MODEL defaults to the bundled model"
-
-
 def test_loading_the_provider_imports_no_torch(tmp_path: Path) -> None:
     import os
     import subprocess
