@@ -73,3 +73,38 @@ def style_on_load(context: QgsProcessingContext, output: str) -> None:
     """Ask Processing to style ``output`` (a layer id or path) in true colour when it loads it."""
     if context.willLoadLayerOnCompletion(output):
         context.layerToLoadOnCompletionDetails(output).setPostProcessor(TrueColourPostProcessor.create())
+
+
+def copy_true_colour(reference: QgsRasterLayer, target: QgsRasterLayer) -> bool:
+    """Give ``target`` exactly the RGB bands and min/max stretch of ``reference``'s colour renderer.
+
+    For a fair before/after: one stretch, computed once (on the restored layer by ``style_true_colour``),
+    drawn on both layers, so a difference on screen is a difference in the pixels, not in the styling.
+    The copied limits are fixed values (no automatic re-stretch on the target). Returns False (target
+    untouched) when ``reference`` has no multiband colour renderer or ``target`` lacks a band.
+    """
+    source = reference.renderer()
+    if not isinstance(source, QgsMultiBandColorRenderer) or not target.isValid():
+        return False
+    bands = (source.redBand(), source.greenBand(), source.blueBand())
+    if min(bands) < 1 or target.bandCount() < max(bands):
+        return False
+    provider = target.dataProvider()
+    renderer = QgsMultiBandColorRenderer(provider, *bands)
+    enhancements = (source.redContrastEnhancement(), source.greenContrastEnhancement(),
+                    source.blueContrastEnhancement())
+    setters = (renderer.setRedContrastEnhancement, renderer.setGreenContrastEnhancement,
+               renderer.setBlueContrastEnhancement)
+    for band, enhancement, setter in zip(bands, enhancements, setters, strict=True):
+        copy = QgsContrastEnhancement(provider.dataType(band))
+        if enhancement is not None:
+            copy.setContrastEnhancementAlgorithm(enhancement.contrastEnhancementAlgorithm())
+            copy.setMinimumValue(enhancement.minimumValue())
+            copy.setMaximumValue(enhancement.maximumValue())
+        setter(copy)
+    origin = QgsRasterMinMaxOrigin()
+    origin.setLimits(QgsRasterMinMaxOrigin.None_)
+    renderer.setMinMaxOrigin(origin)
+    target.setRenderer(renderer)
+    target.triggerRepaint()
+    return True

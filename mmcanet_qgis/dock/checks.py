@@ -83,7 +83,7 @@ def check_tiling(tile_size: int | None, overlap: int | None, batch_size: int) ->
 
 
 def check_output(path: str) -> list[Problem]:
-    """A chosen output file must go into an existing, writable folder ("" = temporary file)."""
+    """A chosen output file must go into an existing, writable folder ("" = automatic name, checked when planned)."""
     if not path:
         return []
     folder = os.path.dirname(os.path.abspath(path))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from qgis.core import QgsMapLayerProxyModel
+import os
+
+from qgis.core import QgsCoordinateTransformContext, QgsMapLayerProxyModel, QgsRasterLayer
 from qgis.gui import QgsCollapsibleGroupBox, QgsFileWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import Qt, pyqtSignal
 from qgis.PyQt.QtWidgets import (
@@ -16,7 +18,7 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from . import checks, contract
+from . import checks, preselect
 from .contract import AlgorithmSpec
 from .settings import DockChoices
 
@@ -39,17 +41,22 @@ class ChoicesForm(QScrollArea):
         super().__init__(parent)
         self._spec = spec
         self._problem_labels: dict[str, QLabel] = {}
+        self._output_folder = ""
         host = QWidget()
         form = QFormLayout(host)
         form.setFieldGrowthPolicy(QFormLayout.AllNonFixedFieldsGrow)
+        # labels above their fields: a new dock is ~300 px wide (QGIS 3.22, 1280 px window), too narrow
+        # for a label column plus a layer picker with its CRS
+        form.setRowWrapPolicy(QFormLayout.WrapAllRows)
+        form.setContentsMargins(2, 2, 2, 2)
 
+        # an empty entry: the pickers never fill themselves with whatever layer comes first (an output,
+        # an unrelated scene); `preselect_layers` chooses, or leaves them empty with a hint
         self.sar_combo = _layer_combo()
         self._add_row(form, self.tr("SAR (S1)"), self.sar_combo, checks.SAR)
         self.optical_combo = _layer_combo()
         self._add_row(form, self.tr("Cloudy optical (S2)"), self.optical_combo, checks.OPTICAL)
         self.mask_combo = _layer_combo()
-        self.mask_combo.setAllowEmptyLayer(True)
-        self.mask_combo.setLayer(None)
         self.mask_combo.setToolTip(self.tr("Optional: a 1-band cloud mask (1 = cloud); detected when empty"))
         self._add_row(form, self.tr("Cloud mask"), self.mask_combo, checks.MASK)
 
@@ -60,29 +67,37 @@ class ChoicesForm(QScrollArea):
         self.model_summary = QLabel()
         self.model_summary.setWordWrap(True)
         form.addRow(self.tr("Model"), self.model_widget)
-        self._add_row(form, "", self.model_summary, checks.MODEL)
+        self._add_row(form, None, self.model_summary, checks.MODEL)
 
         self.strategy_combo = _options_combo(spec.strategies if spec else ())
         self.device_combo = _options_combo(spec.devices if spec else ())
-        form.addRow(self.tr("Strategy"), self.strategy_combo)
+        form.addRow(self.tr("Restoration strategy"), self.strategy_combo)
         form.addRow(self.tr("Device"), self.device_combo)
         self.keep_clear_check = QCheckBox(self.tr("Keep clear pixels"))
         self.keep_clear_check.setToolTip(
             self.tr("Copy pixels outside clouds from the input instead of the model")
         )
-        form.addRow("", self.keep_clear_check)
-        self.add_mask_check = QCheckBox(self.tr("Add the cloud mask layer"))
-        form.addRow("", self.add_mask_check)
+        form.addRow(self.keep_clear_check)
+        self.add_mask_check = QCheckBox(self.tr("Add the cloud mask"))
+        self.add_mask_check.setToolTip(self.tr("Also write the cloud/shadow mask that was used and add it as a layer"))
+        form.addRow(self.add_mask_check)
 
         self.output_widget = QgsFileWidget()
         self.output_widget.setStorageMode(QgsFileWidget.SaveFile)
         self.output_widget.setFilter(self.tr("GeoTIFF (*.tif *.tiff)"))
-        self.output_widget.lineEdit().setPlaceholderText(self.tr("[Save to temporary file]"))
-        self._add_row(form, self.tr("Output"), self.output_widget, checks.OUTPUT)
+        self.output_widget.lineEdit().setPlaceholderText(self.tr("Automatic name (see below)"))
+        self.output_widget.setToolTip(
+            self.tr("Empty: a new file named after the optical layer, in the folder shown below")
+        )
+        self._add_row(form, self.tr("Output GeoTIFF"), self.output_widget, checks.OUTPUT)
+        self.output_hint = QLabel()
+        self.output_hint.setWordWrap(True)
+        form.addRow(self.output_hint)
 
         self.advanced_box = QgsCollapsibleGroupBox(self.tr("Advanced"))
         self.advanced_box.setSaveCollapsedState(False)  # remembered with the other choices instead
         advanced = QFormLayout(self.advanced_box)
+        advanced.setRowWrapPolicy(QFormLayout.WrapLongRows)
         self.tile_spin = self._tiling_spin("tile_size", " px")
         self.overlap_spin = self._tiling_spin("overlap", " px")
         self.batch_spin = self._tiling_spin("batch_size", "")
@@ -90,12 +105,14 @@ class ChoicesForm(QScrollArea):
         advanced.addRow(self.tr("Overlap"), self.overlap_spin)
         advanced.addRow(self.tr("Batch size"), self.batch_spin)
         self.reset_advanced_button = QPushButton(self.tr("Defaults"))
-        self._add_row(advanced, "", self.reset_advanced_button, checks.ADVANCED)
+        self._add_row(advanced, None, self.reset_advanced_button, checks.ADVANCED)
         self.advanced_box.setEnabled(spec is not None)
         form.addRow(self.advanced_box)
 
         self.setWidgetResizable(True)
-        self.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self.setFrameShape(QScrollArea.NoFrame)
+        # never clip: should the dock be dragged narrower than the fields' minimum, scroll instead
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarAsNeeded)
         self.setWidget(host)
         self._connect()
 
@@ -109,13 +126,16 @@ class ChoicesForm(QScrollArea):
                 spin.setSpecialValueText(self.tr("Model default"))
         return spin
 
-    def _add_row(self, form: QFormLayout, label: str, widget: QWidget, field: str) -> None:
-        """A field, and under it a hidden label for the field's problems."""
-        form.addRow(label, widget)
+    def _add_row(self, form: QFormLayout, label: str | None, widget: QWidget, field: str) -> None:
+        """A field (with its label above it; None: no label), and under it a hidden label for its problems."""
+        if label is None:
+            form.addRow(widget)
+        else:
+            form.addRow(label, widget)
         problem = QLabel()
         problem.setWordWrap(True)
         problem.setVisible(False)
-        form.addRow("", problem)
+        form.addRow(problem)
         self._problem_labels[field] = problem
 
     def _connect(self) -> None:
@@ -124,6 +144,7 @@ class ChoicesForm(QScrollArea):
             combo.layerChanged.connect(changed)
         for file_widget in (self.model_widget, self.output_widget):
             file_widget.fileChanged.connect(changed)
+        self.output_widget.fileChanged.connect(self._remember_output_folder)
         for spin in (self.tile_spin, self.overlap_spin, self.batch_spin):
             spin.valueChanged.connect(changed)
         self.model_widget.fileChanged.connect(options)
@@ -150,6 +171,7 @@ class ChoicesForm(QScrollArea):
             overlap=self.overlap_spin.value(),
             batch_size=self.batch_spin.value(),
             advanced_collapsed=self.advanced_box.isCollapsed(),
+            output_folder=self._output_folder,
         )
 
     def apply(self, choices: DockChoices) -> None:
@@ -163,6 +185,16 @@ class ChoicesForm(QScrollArea):
         self.overlap_spin.setValue(choices.overlap)
         self.batch_spin.setValue(choices.batch_size)
         self.advanced_box.setCollapsed(choices.advanced_collapsed)
+        self._output_folder = choices.output_folder
+
+    def output_folder(self) -> str:
+        """The folder of the last output file the user chose ("" when never chosen)."""
+        return self._output_folder
+
+    def _remember_output_folder(self, path: str) -> None:
+        if path:
+            self._output_folder = os.path.dirname(os.path.abspath(path))
+            self.options_changed.emit()
 
     def reset_advanced(self) -> None:
         """Tile size, overlap and batch size back to the algorithm's defaults."""
@@ -175,19 +207,20 @@ class ChoicesForm(QScrollArea):
         """The chosen model file, or the bundled one when the field is empty ("" when there is none)."""
         return self.model_widget.filePath() or (self._spec.default_model if self._spec else "")
 
-    def preselect_layers(self) -> None:
-        """Point the SAR / optical pickers at a layer with the right band count unless they already do."""
-        for combo, counts, other in (
-            (self.sar_combo, contract.SAR_BAND_COUNTS, self.optical_combo),
-            (self.optical_combo, contract.OPTICAL_BAND_COUNTS, self.sar_combo),
-        ):
-            if checks.band_count_matches(combo.currentLayer(), counts):
-                continue
-            for i in range(combo.count()):
-                layer = combo.layer(i)
-                if checks.band_count_matches(layer, counts) and layer is not other.currentLayer():
-                    combo.setLayer(layer)
-                    break
+    def preselect_layers(
+        self,
+        layers: list[QgsRasterLayer],
+        transform_context: QgsCoordinateTransformContext,
+        remembered: preselect.Pair | None = None,
+    ) -> None:
+        """Point the SAR / optical pickers at the best pair of `layers` (rules: `preselect.choose_pair`)."""
+        current = preselect.Pair(self.sar_combo.currentLayer(), self.optical_combo.currentLayer())
+        pair = preselect.choose_pair(
+            layers, current, remembered or preselect.Pair(None, None), transform_context
+        )
+        for combo, layer in ((self.sar_combo, pair.sar), (self.optical_combo, pair.optical)):
+            if layer is not None and combo.currentLayer() is not layer:
+                combo.setLayer(layer)
 
     def show_problems(self, problems: list[checks.Problem]) -> None:
         """Each problem under its field: red when it blocks the run, amber for a warning."""
@@ -206,10 +239,12 @@ class ChoicesForm(QScrollArea):
 def _layer_combo() -> QgsMapLayerComboBox:
     combo = QgsMapLayerComboBox()
     combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
+    combo.setAllowEmptyLayer(True)
+    combo.setLayer(None)
     combo.setShowCrs(True)
     # long layer names must not widen the dock: elide instead
     combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
-    combo.setMinimumContentsLength(14)
+    combo.setMinimumContentsLength(10)
     return combo
 
 

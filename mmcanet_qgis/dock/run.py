@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,7 +41,7 @@ class RunOutcome:
 class _Feedback(QgsProcessingFeedback):
     """Processing feedback that also emits each message as a signal (queued to the GUI thread)."""
 
-    message = pyqtSignal(str, str)  # level ("info", "warning", "error"), text
+    message = pyqtSignal(str, str)  # level ("info", "warning", "error", "cancelled"), text
 
     def __init__(self) -> None:
         super().__init__()
@@ -62,6 +61,9 @@ class _Feedback(QgsProcessingFeedback):
 
     def reportError(self, error: str, fatalError: bool = False) -> None:  # noqa: N802, N803
         super().reportError(error, fatalError)
+        if self.isCanceled():  # the algorithm stopping because it was asked to: not an error
+            self.message.emit("cancelled", error)
+            return
         self.errors.append(error)
         self.message.emit("error", error)
 
@@ -170,27 +172,47 @@ class RestoreRun(QObject):
                 self.logged.emit("warning", f"Could not remove {path}: {exc}")
 
 
-def plan_outputs(
-    optical_name: str, chosen_output: str, add_mask: bool, temp_root: str
-) -> tuple[str, str | None, list[str]]:
-    """Where a run writes: `(output, mask_output or None, paths the run creates)`; touches no disk.
+OUTPUT_SUFFIX = "_cloudfree"
+"""Automatic output name: `<optical file stem>_cloudfree.tif` (then `_2`, `_3`, ... if taken)."""
 
-    With no chosen output the files go to a new folder under `temp_root` (QGIS's Processing temporary
-    folder), named after the optical layer; the mask goes next to the output as `<stem>_cloudmask.tif`.
-    The created paths (files that do not exist yet, then the new folder) are what a failed or cancelled
-    run removes.
+
+def default_output(optical_source: str, optical_name: str, remembered_folder: str = "") -> str:
+    """Where a run writes when the user chose no file; touches no disk.
+
+    The folder: the one the user last saved an output in (`remembered_folder`) when it still exists
+    and is writable, else the optical input's own folder when writable, else the home folder. Never a
+    temporary folder: the result must survive QGIS. The name comes from the optical file (or the
+    layer name) plus `_cloudfree`; an existing file is never overwritten (a number is added).
     """
-    folder = ""
-    if chosen_output:
-        output = chosen_output
-    else:
-        folder = os.path.join(temp_root, f"mmcanet_{uuid.uuid4().hex[:12]}")
-        output = os.path.join(folder, _safe_name(optical_name) + "_cloud_free.tif")
-    mask_output = os.path.splitext(output)[0] + "_cloudmask.tif" if add_mask else None
+    source_file = optical_source.split("|")[0]
+    candidates = [remembered_folder]
+    if os.path.isfile(source_file):
+        candidates.append(os.path.dirname(os.path.abspath(source_file)))
+    candidates.append(os.path.expanduser("~"))
+    folder = next(f for f in candidates if f and os.path.isdir(f) and os.access(f, os.W_OK))
+    stem = os.path.splitext(os.path.basename(source_file))[0] if os.path.isfile(source_file) else optical_name
+    stem = _safe_name(stem) + OUTPUT_SUFFIX
+    for n in range(1, 10_000):
+        name = stem if n == 1 else f"{stem}_{n}"
+        path = os.path.join(folder, name + ".tif")
+        if not any(os.path.exists(p) for p in (path, _mask_path(path))):
+            return path
+    raise RuntimeError(f"no free output name {stem}_N.tif in {folder}")
+
+
+def plan_outputs(output: str, add_mask: bool) -> tuple[str, str | None, list[str]]:
+    """`(output, mask_output or None, files the run creates)`; touches no disk.
+
+    The mask goes next to the output as `<stem>_cloudmask.tif`. The created paths (files that do not
+    exist yet) are what a failed or cancelled run removes; a file that existed before is never removed.
+    """
+    mask_output = _mask_path(output) if add_mask else None
     created = [p for p in (output, mask_output) if p and not os.path.exists(p)]
-    if folder:
-        created.append(folder)
     return output, mask_output, created
+
+
+def _mask_path(output: str) -> str:
+    return os.path.splitext(output)[0] + "_cloudmask.tif"
 
 
 def _safe_name(name: str) -> str:

@@ -16,7 +16,8 @@ class DockChoices:
     """What the user chose last time, apart from layers (those come from the project).
 
     Strategy and device are kept by name, not index, so they survive a change of the option lists.
-    `model_path` "" means the bundled model.
+    `model_path` "" means the bundled model; `output_folder` is the folder of the last output file the
+    user chose ("" until then), where automatically named outputs go from then on.
     """
 
     model_path: str = ""
@@ -28,6 +29,7 @@ class DockChoices:
     overlap: int = 0
     batch_size: int = 0
     advanced_collapsed: bool = True
+    output_folder: str = ""
 
     @classmethod
     def defaults(cls, spec: AlgorithmSpec) -> DockChoices:

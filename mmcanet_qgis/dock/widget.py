@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from qgis.core import QgsProcessingUtils, QgsProject, QgsRasterLayer
+from qgis.core import QgsProject, QgsRasterLayer
 from qgis.gui import QgsDockWidget
 from qgis.PyQt.QtCore import QTimer
 from qgis.PyQt.QtWidgets import (
@@ -23,11 +23,15 @@ from qgis.PyQt.QtWidgets import (
     QWidget,
 )
 
-from . import checks, contract, modelcard, results, settings
+from . import checks, contract, modelcard, preselect, results, settings
 from .compare import ComparePanel
 from .contract import AlgorithmSpec
-from .form import BLOCKING_STYLE, WARNING_STYLE, ChoicesForm
-from .run import CANCELLED, FAILED, SUCCEEDED, RestoreRun, RunOutcome, plan_outputs
+from .form import BLOCKING_STYLE, ChoicesForm
+from .run import CANCELLED, FAILED, SUCCEEDED, RestoreRun, RunOutcome, default_output, plan_outputs
+
+MINIMUM_WIDTH = 260
+"""The dock's narrowest width in px: every field stays readable down to it (QGIS 3.22 opens a new dock
+~300 px wide in its default 1280 px window; tests/qgis/test_dock.py checks both widths)."""
 
 
 class CloudRemovalDock(QgsDockWidget):
@@ -45,6 +49,7 @@ class CloudRemovalDock(QgsDockWidget):
         self._cancel_on_destroy: Any = None
         self._run_inputs: dict[str, str] = {}
         self._card: Any = None  # mmcanet.modelfile.ModelCard of the chosen model, when readable
+        self._finished_inputs: tuple[Any, ...] | None = None  # what the last finished run was given
         self.problems: list[checks.Problem] = []
 
         self.form = ChoicesForm(self._spec)
@@ -59,10 +64,10 @@ class CloudRemovalDock(QgsDockWidget):
         self.form.options_changed.connect(self._save_choices)
         self._project.layersAdded.connect(self._on_layers_added)
         self._project.layersRemoved.connect(self.revalidate)
+        self._project.readProject.connect(self._on_project_read)
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
-        self.form.preselect_layers()
-        self.revalidate()
+        self._on_project_read()
 
     def _build_run_panel(self) -> None:
         self.run_button = QPushButton(self.tr("Run"))
@@ -88,6 +93,7 @@ class CloudRemovalDock(QgsDockWidget):
 
         host = QWidget()
         layout = QVBoxLayout(host)
+        layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(self.form, 1)
         layout.addLayout(buttons)
         layout.addLayout(progress)
@@ -95,6 +101,7 @@ class CloudRemovalDock(QgsDockWidget):
         layout.addWidget(self.log_view)
         layout.addWidget(self.compare_panel)
         self.setWidget(host)
+        self.setMinimumWidth(MINIMUM_WIDTH)
         if self._spec is None:
             self._set_status(
                 self.tr(
@@ -121,8 +128,51 @@ class CloudRemovalDock(QgsDockWidget):
         problems += checks.check_output(form.output_widget.filePath())
         self.problems = problems
         form.show_problems(problems)
+        self._show_output_hint()
+        self._reset_status_if_inputs_changed()
         self._update_buttons()
         return problems
+
+    def default_output(self) -> str:
+        """The file a run writes when no output is chosen ("" without an optical layer)."""
+        optical = self.form.optical_combo.currentLayer()
+        if optical is None:
+            return ""
+        return default_output(optical.source(), optical.name(), self.form.output_folder())
+
+    def _show_output_hint(self) -> None:
+        chosen = self.form.output_widget.filePath()
+        automatic = "" if chosen else self.default_output()
+        if automatic:
+            text = self.tr("Writes {name} in {folder}").format(
+                name=_breakable(os.path.basename(automatic)), folder=_breakable(os.path.dirname(automatic))
+            )
+        else:
+            text = ""
+        self.form.output_hint.setText(text)
+        self.form.output_hint.setToolTip(automatic)
+        self.form.output_hint.setVisible(bool(text))
+
+    def _inputs(self) -> tuple[Any, ...]:
+        """What a run would be given, to notice when the user changes something after a run."""
+        form = self.form
+        layers = (form.sar_combo.currentLayer(), form.optical_combo.currentLayer(), form.mask_combo.currentLayer())
+        return (
+            *(layer.id() if layer is not None else "" for layer in layers),
+            form.model_path(),
+            form.output_widget.filePath(),
+            form.tile_spin.value(),
+            form.overlap_spin.value(),
+            form.batch_spin.value(),
+        )
+
+    def _reset_status_if_inputs_changed(self) -> None:
+        """A finished run's status (done, cancelled, failed) no longer applies once an input changes."""
+        if self._run is None and self._finished_inputs is not None and self._inputs() != self._finished_inputs:
+            self._finished_inputs = None
+            self.progress_bar.setValue(0)
+            self.elapsed_label.setText("")
+            self._set_status("", "")
 
     def effective_tiling(self) -> tuple[int | None, int | None]:
         """Tile size and overlap the run will use: the fields, or the model card's where they say
@@ -159,8 +209,23 @@ class CloudRemovalDock(QgsDockWidget):
         self.run_button.setEnabled(not running and not blocked)
         self.cancel_button.setEnabled(running)
 
+    def _raster_layers(self) -> list[QgsRasterLayer]:
+        """The project's raster layers in layer-list order, top first; layers not in the list yet (the
+        layer tree is filled after `layersAdded`) follow in the order they were added."""
+        ordered = [n.layer() for n in self._project.layerTreeRoot().findLayers()]
+        seen = {layer.id() for layer in ordered if layer is not None}
+        ordered += [layer for lid, layer in self._project.mapLayers().items() if lid not in seen]
+        return [layer for layer in ordered if isinstance(layer, QgsRasterLayer)]
+
     def _on_layers_added(self) -> None:
-        self.form.preselect_layers()
+        self.form.preselect_layers(self._raster_layers(), self._project.transformContext())
+        self.revalidate()
+
+    def _on_project_read(self) -> None:
+        """A project was opened (or the dock was built): its remembered pair first, then the rules."""
+        self.form.preselect_layers(
+            self._raster_layers(), self._project.transformContext(), preselect.remembered_pair(self._project)
+        )
         self.revalidate()
 
     def _save_choices(self) -> None:
@@ -175,10 +240,7 @@ class CloudRemovalDock(QgsDockWidget):
         sar, optical, mask = (c.currentLayer() for c in (form.sar_combo, form.optical_combo, form.mask_combo))
         assert sar is not None and optical is not None
         output, mask_output, created = plan_outputs(
-            optical.name(),
-            form.output_widget.filePath(),
-            form.add_mask_check.isChecked(),
-            QgsProcessingUtils.tempFolder(),
+            form.output_widget.filePath() or self.default_output(), form.add_mask_check.isChecked()
         )
         parameters: dict[str, Any] = {
             contract.SAR: sar.source(),
@@ -205,6 +267,9 @@ class CloudRemovalDock(QgsDockWidget):
             return None
         self._save_choices()
         optical = self.form.optical_combo.currentLayer()
+        sar = self.form.sar_combo.currentLayer()
+        preselect.remember_pair(self._project, sar, optical)
+        self._finished_inputs = None
         parameters, created = self.build_parameters()
         os.makedirs(os.path.dirname(parameters[contract.OUTPUT]) or ".", exist_ok=True)
         self._run_inputs = {"optical_id": optical.id(), "optical_name": optical.name()}
@@ -242,12 +307,13 @@ class CloudRemovalDock(QgsDockWidget):
             self.destroyed.disconnect(self._cancel_on_destroy)
             run.deleteLater()
         self.elapsed_label.setText(_format_seconds(outcome.elapsed_s))
+        self._finished_inputs = self._inputs()
         if outcome.state == SUCCEEDED:
             self._add_results(outcome.results)
         elif outcome.state == CANCELLED:
             self.progress_bar.setValue(0)
-            self._set_status(self.tr("Cancelled: nothing was added and no output was kept."), WARNING_STYLE)
-            self._log("warning", self.tr("Cancelled by the user."))
+            self._set_status(self.tr("Cancelled: nothing was added and no output was kept."), "")
+            self._log("cancelled", self.tr("Cancelled by the user."))
         elif outcome.state == FAILED:
             self._set_status(self.tr("Failed: ") + outcome.error, BLOCKING_STYLE)
         self._update_buttons()
@@ -261,23 +327,30 @@ class CloudRemovalDock(QgsDockWidget):
             self._set_status(message.format(path=outputs.get(contract.OUTPUT)), BLOCKING_STYLE)
             return
         anchor = self._run_inputs.get("optical_id")
+        original = self._project.mapLayer(anchor) if anchor else None
         mask_path = outputs.get(contract.MASK_OUTPUT)
         if mask_path:
-            mask = QgsRasterLayer(str(mask_path), self.tr("{name} (cloud mask)").format(name=optical_name))
+            mask = QgsRasterLayer(str(mask_path), results.mask_layer_name(optical_name))
             if mask.isValid():
+                results.mark_output(mask, "mask")
                 results.style_mask(mask)
                 results.add_above(self._project, mask, anchor)
-        results.style_true_colour(restored)
+        results.mark_output(restored, "restored")
+        same_style = results.style_pair(restored, original if isinstance(original, QgsRasterLayer) else None)
         results.add_above(self._project, restored, anchor)
-        self.compare_panel.set_layer(restored)
+        self.compare_panel.set_layer(restored, original if isinstance(original, QgsRasterLayer) else None)
         self.progress_bar.setValue(100)
         self._set_status(self.tr("Done: added '{name}'.").format(name=name), "")
         self._log("info", self.tr("Added '{name}' from {path}").format(name=name, path=restored.source()))
+        if same_style:
+            self._log("info", self.tr("'{name}' is drawn with the same bands and stretch (style '{style}'); "
+                                      "its previous style is kept in Layer Properties > Styles.").format(
+                name=optical_name, style=results.COMPARE_STYLE))
 
     # ---- display --------------------------------------------------------------------------------
 
     def _log(self, level: str, text: str) -> None:
-        prefix = {"warning": "⚠ ", "error": "✖ "}.get(level, "")
+        prefix = {"warning": "⚠ ", "error": "✖ "}.get(level, "")  # "cancelled": no mark, not an error
         self.log_view.appendPlainText(prefix + text)
 
     def _set_status(self, text: str, style: str) -> None:
@@ -295,6 +368,13 @@ class CloudRemovalDock(QgsDockWidget):
         """Remember the choices when the panel is closed (a hidden group box reports no collapsing)."""
         self._save_choices()
         super().closeEvent(event)
+
+
+def _breakable(path: str) -> str:
+    """`path` with a zero-width space after each separator and underscore, so a narrow dock can wrap it."""
+    for sep in {os.sep, "/", "_"}:
+        path = path.replace(sep, sep + "\u200b")
+    return path
 
 
 def _format_seconds(seconds: float) -> str:

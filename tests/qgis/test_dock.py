@@ -24,12 +24,14 @@ from qgis.core import (
     QgsTask,
 )
 from qgis.PyQt import sip
-from qgis.PyQt.QtCore import QEvent
+from qgis.PyQt.QtCore import QEvent, Qt
+from qgis.PyQt.QtWidgets import QMainWindow, QWidget
 
 pytestmark = pytest.mark.qgis
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 120.0
+RESTORED = "cloudy – clouds removed (MMCANet)"
 
 
 # ---- small rasters (tests/rasters.py) -----------------------------------------------------------
@@ -119,7 +121,7 @@ def test_pickers_list_rasters_and_preselect_by_band_count(make_dock, rasters):
     rgb, s2, s1 = add_layers((rasters["rgb"], "rgb"), (rasters["s2"], "cloudy"), (rasters["s1"], "radar"))
     dock = make_dock()
 
-    assert dock.form.sar_combo.count() == 3
+    assert dock.form.sar_combo.count() == 4  # the three rasters and the empty entry
     assert dock.form.sar_combo.currentLayer() is s1
     assert dock.form.optical_combo.currentLayer() is s2
     assert dock.form.mask_combo.currentLayer() is None  # optional, empty by default
@@ -201,6 +203,141 @@ def test_unreadable_model_file_is_flagged(make_dock, rasters, tmp_path):
     assert not dock.run_button.isEnabled()
 
 
+# ---- preselection ----------------------------------------------------------------------------------
+
+
+def write_output_like(path: Path, tags: dict[str, str]) -> Path:
+    """A 13-band raster carrying the metadata tags the core writes into its results."""
+    import rasters as gen
+
+    gen.write_raster(path, gen.s2_array(64, 64), geotransform=gen.default_geotransform())
+    ds = gdal.Open(str(path), gdal.GA_Update)
+    ds.SetMetadata(tags)
+    ds = None
+    return path
+
+
+def test_preselection_never_picks_the_plugins_outputs(make_dock, rasters, tmp_path):
+    restored = write_output_like(tmp_path / "old_cloudfree.tif", {"MMCANET_MODEL": "mmcanet-default"})
+    dock = make_dock()
+    out, s1 = add_layers((restored, "old result"), (rasters["s1"], "radar"))
+    assert dock.form.optical_combo.currentLayer() is not out  # the only 13-band layer, still not taken
+    (s2,) = add_layers((rasters["s2"], "cloudy"))
+    assert dock.form.optical_combo.currentLayer() is s2 and dock.form.sar_combo.currentLayer() is s1
+
+    # a result the dock itself added (marked), on top of the list, is skipped by a new dock as well
+    (copy,) = add_layers((rasters["s2"], "copy"))
+    copy.setCustomProperty("mmcanet/output", "restored")
+    again = make_dock()
+    assert again.form.optical_combo.currentLayer() is s2
+
+
+def test_preselection_prefers_a_pair_that_overlaps(make_dock, rasters):
+    # listed first: a radar 100 km away, then the same area in another CRS, then the optical image
+    far, wgs84, s2 = add_layers(
+        (rasters["s1_far"], "far radar"), (rasters["s1_wgs84"], "radar 4326"), (rasters["s2"], "cloudy")
+    )
+    dock = make_dock()
+    assert dock.form.optical_combo.currentLayer() is s2
+    assert dock.form.sar_combo.currentLayer() is wgs84  # extents compared after reprojection
+    assert not problems_for(dock, "sar")
+
+
+def test_pair_is_remembered_in_the_project(make_dock, provider, rasters, tiny_model, tmp_path):
+    s1, wgs84, s2 = add_layers(
+        (rasters["s1"], "radar"), (rasters["s1_wgs84"], "radar 4326"), (rasters["s2"], "cloudy")
+    )
+    dock = make_dock()
+    assert dock.form.sar_combo.currentLayer() is s1  # both cover the image: the one higher in the list
+    dock.form.sar_combo.setLayer(wgs84)  # the user's choice
+    dock.form.model_widget.setFilePath(str(tiny_model))
+    dock.form.device_combo.setCurrentText("cpu")
+    dock.form.output_widget.setFilePath(str(tmp_path / "out.tif"))
+    dock.run()
+    wait_until(lambda: not dock.is_running())
+    project_file = tmp_path / "analysis.qgz"
+    assert QgsProject.instance().write(str(project_file))
+
+    QgsProject.instance().clear()
+    assert QgsProject.instance().read(str(project_file))
+    again = make_dock()
+    assert again.form.sar_combo.currentLayer().name() == "radar 4326"
+    assert again.form.optical_combo.currentLayer().name() == "cloudy"
+
+
+# ---- layout ----------------------------------------------------------------------------------------
+
+NEW_DOCK_WIDTH = 298
+"""Width QGIS 3.22 gives this dock when it first opens (measured: real QGIS under Xvfb, fresh profile,
+default 1280 px main window, dock added to the right area)."""
+
+
+def clipped_widgets(dock: object) -> list[str]:
+    """Visible widgets of the dock that are cut off horizontally, or squeezed below their minimum."""
+    from qgis.PyQt.QtCore import QRect
+    from qgis.PyQt.QtWidgets import QAbstractScrollArea
+
+    problems = []
+    viewport = dock.form.viewport()
+    host = dock.widget()
+    for widget in host.findChildren(QWidget):
+        if not widget.isVisible() or widget.width() == 0:
+            continue
+        inside_form = dock.form.widget().isAncestorOf(widget)
+        frame = viewport if inside_form else host
+        rect = QRect(widget.mapTo(frame, widget.rect().topLeft()), widget.size())
+        name = f"{type(widget).__name__} {widget.objectName() or getattr(widget, 'text', lambda: '')()!r}"
+        if rect.left() < 0 or rect.right() > frame.width() - 1:
+            problems.append(f"{name}: x {rect.left()}..{rect.right()} outside 0..{frame.width() - 1}")
+        hint = widget.minimumSizeHint().width()
+        if not isinstance(widget, QAbstractScrollArea) and hint > 0 and widget.width() < hint:
+            problems.append(f"{name}: {widget.width()} px wide, needs {hint}")
+    return problems
+
+
+def widest_fields(host: object, n: int = 3) -> list[str]:
+    """The `n` visible widgets with the largest minimum width, to say what is too wide."""
+    from qgis.PyQt.QtWidgets import QWidget
+
+    found = [(w.minimumSizeHint().width(), type(w).__name__) for w in host.findChildren(QWidget) if w.isVisible()]
+    return [f"{name} {width} px" for width, name in sorted(found, reverse=True)[:n]]
+
+
+@pytest.mark.parametrize("width", [NEW_DOCK_WIDTH, "minimum"])
+def test_nothing_is_clipped_at_the_width_of_a_new_dock(make_dock, provider, rasters, width):
+    from mmcanet_qgis.dock.widget import MINIMUM_WIDTH
+
+    add_layers(
+        (rasters["s1"], "S1A_IW_GRDH_1SDV_20190712T055231 (VV, VH) with a long name"),
+        (rasters["s2"], "S2B_MSIL1C_20190712T103029_N0208_R108_T31UDQ cloudy"),
+    )
+    dock = make_dock()
+    dock.form.advanced_box.setCollapsed(False)
+    dock.form.add_mask_check.setChecked(True)
+    pixels = MINIMUM_WIDTH if width == "minimum" else width
+    window = QMainWindow()  # like QGIS's: a map in the middle, the dock in the right area
+    window.setCentralWidget(QWidget())
+    window.resize(1280, 900)
+    window.addDockWidget(Qt.RightDockWidgetArea, dock)
+    window.show()
+    window.resizeDocks([dock], [pixels], Qt.Horizontal)
+    QgsApplication.processEvents()
+
+    assert dock.width() == pixels, "the dock refuses this width: its minimum is too large"
+    assert dock.minimumWidth() == MINIMUM_WIDTH and dock.minimumSizeHint().width() <= MINIMUM_WIDTH
+    host = dock.form.widget()
+    assert not dock.form.horizontalScrollBar().isVisible(), (
+        f"fields need {host.minimumSizeHint().width()} px, the dock has {dock.form.viewport().width()}: "
+        + ", ".join(widest_fields(host))
+    )
+    assert clipped_widgets(dock) == []
+    for widget in (dock.form.sar_combo, dock.form.model_widget, dock.form.output_widget, dock.run_button,
+                   dock.cancel_button, dock.compare_panel.toggle, dock.form.keep_clear_check):
+        assert widget.isVisible() and widget.width() >= widget.minimumSizeHint().width()
+    window.removeDockWidget(dock)
+    window.close()
+
+
 # ---- defaults and settings -------------------------------------------------------------------------
 
 
@@ -272,7 +409,7 @@ def test_run_completes_in_the_background_and_adds_a_styled_layer(make_dock, prov
     wait_until(lambda: not dock.is_running())
 
     assert dock.status_label.text().startswith("Done"), dock.status_label.text() + dock.log_view.toPlainText()
-    [restored] = QgsProject.instance().mapLayersByName("cloudy (cloud-free)")
+    [restored] = QgsProject.instance().mapLayersByName(RESTORED)
     order = [node.layer() for node in QgsProject.instance().layerTreeRoot().findLayers()]
     assert order.index(restored) == order.index(optical) - 1  # directly above the optical layer
     renderer = restored.renderer()
@@ -282,11 +419,27 @@ def test_run_completes_in_the_background_and_adds_a_styled_layer(make_dock, prov
     assert dock.progress_bar.value() == 100 and dock.elapsed_label.text()
     assert dock.log_view.toPlainText()
 
+    # a true before/after: the cloudy layer is drawn with the same bands and the very same stretch
+    before = optical.renderer()
+    assert isinstance(before, QgsMultiBandColorRenderer)
+    assert (before.redBand(), before.greenBand(), before.blueBand()) == (4, 3, 2)
+    for get in ("redContrastEnhancement", "greenContrastEnhancement", "blueContrastEnhancement"):
+        a, b = getattr(renderer, get)(), getattr(before, get)()
+        assert (a.minimumValue(), a.maximumValue()) == (b.minimumValue(), b.maximumValue())
+    styles = optical.styleManager().styles()
+    assert "MMCANet before/after" in styles and len(styles) == 2  # the user's own style is kept
+    assert restored.customProperty("mmcanet/output") == "restored"
+
     node = QgsProject.instance().layerTreeRoot().findLayer(restored.id())
+    original = QgsProject.instance().layerTreeRoot().findLayer(optical.id())
+    original.setItemVisibilityChecked(False)
     dock.compare_panel.toggle.click()  # before
-    assert not node.itemVisibilityChecked()
+    assert not node.itemVisibilityChecked() and original.itemVisibilityChecked()
+    assert dock.compare_panel.state_label.text() == "showing: cloudy"
     dock.compare_panel.toggle.click()  # after
     assert node.itemVisibilityChecked()
+    dock.compare_panel.opacity.setValue(40)
+    assert restored.opacity() == pytest.approx(0.4)
 
 
 def test_cloud_mask_output_is_added_when_asked(make_dock, provider, rasters, tiny_model):
@@ -294,7 +447,8 @@ def test_cloud_mask_output_is_added_when_asked(make_dock, provider, rasters, tin
     dock.form.add_mask_check.setChecked(True)
     dock.run_button.click()
     wait_until(lambda: not dock.is_running())
-    assert QgsProject.instance().mapLayersByName("cloudy (cloud mask)"), dock.log_view.toPlainText()
+    [mask] = QgsProject.instance().mapLayersByName("cloudy – cloud/shadow mask used (MMCANet)")
+    assert mask.customProperty("mmcanet/output") == "mask"
 
 
 @pytest.fixture
@@ -324,10 +478,15 @@ def test_cancel_stops_the_task_and_leaves_nothing_behind(
     wait_until(lambda: not dock.is_running(), timeout=30)
 
     assert dock.status_label.text().startswith("Cancelled")
+    assert "b00020" not in dock.status_label.styleSheet()  # not shown as an error
+    assert "✖" not in dock.log_view.toPlainText(), dock.log_view.toPlainText()
     assert set(QgsProject.instance().mapLayers()) == layers_before
     assert not os.path.exists(parameters_output)
-    assert not os.path.exists(os.path.dirname(parameters_output))
+    assert os.path.isfile(rasters["s2"])  # the output went next to the input, which is untouched
     assert dock.run_button.isEnabled()
+
+    dock.form.batch_spin.setValue(2)  # the user changes something: the old status no longer applies
+    assert dock.status_label.text() == "" and dock.progress_bar.value() == 0
 
 
 def test_deleting_the_dock_stops_its_run(make_dock, provider, rasters, tiny_model, slow_model):
@@ -343,7 +502,7 @@ def test_deleting_the_dock_stops_its_run(make_dock, provider, rasters, tiny_mode
     assert sip.isdeleted(dock)
     wait_until(lambda: active_runs() == 0, timeout=30)
     assert not os.path.exists(output)
-    assert not QgsProject.instance().mapLayersByName("cloudy (cloud-free)")
+    assert not QgsProject.instance().mapLayersByName(RESTORED)
 
 
 def test_failure_is_reported_in_plain_words(make_dock, provider, rasters, tiny_model, tmp_path):
@@ -355,7 +514,7 @@ def test_failure_is_reported_in_plain_words(make_dock, provider, rasters, tiny_m
     text = dock.status_label.text()
     assert text.startswith("Failed: ") and "Traceback" not in text
     assert "scene_s1.tif" in text
-    assert not QgsProject.instance().mapLayersByName("cloudy (cloud-free)")
+    assert not QgsProject.instance().mapLayersByName(RESTORED)
 
 
 # ---- headless safety -------------------------------------------------------------------------------
@@ -384,20 +543,50 @@ print("torch" in sys.modules)
 # ---- small pure pieces -----------------------------------------------------------------------------
 
 
-def test_outputs_go_to_a_new_temporary_folder_unless_chosen(tmp_path):
-    from mmcanet_qgis.dock.run import plan_outputs
+def test_default_output_is_a_named_file_next_to_the_optical_input(tmp_path):
+    from mmcanet_qgis.dock.run import default_output, plan_outputs
 
-    output, mask, created = plan_outputs("S2 cloudy: 2019/07", "", True, str(tmp_path))
-    folder = os.path.dirname(output)
-    assert os.path.dirname(folder) == str(tmp_path) and not os.path.exists(folder)
-    assert os.path.basename(output) == "S2_cloudy__2019_07_cloud_free.tif"
-    assert mask == output[: -len(".tif")] + "_cloudmask.tif"
-    assert created == [output, mask, folder]
+    source = tmp_path / "S2B_20190712.tif"
+    source.write_bytes(b"x")
+    first = default_output(str(source), "cloudy", "")
+    assert first == str(tmp_path / "S2B_20190712_cloudfree.tif")
+    Path(first).write_bytes(b"earlier result")  # never overwritten: the next run gets a new name
+    assert default_output(str(source), "cloudy", "") == str(tmp_path / "S2B_20190712_cloudfree_2.tif")
 
-    chosen = tmp_path / "restored.tif"
-    chosen.write_bytes(b"old")  # existed before: never removed by a failed run
-    output, mask, created = plan_outputs("x", str(chosen), False, str(tmp_path))
-    assert (output, mask, created) == (str(chosen), None, [])
+    remembered = tmp_path / "results"
+    remembered.mkdir()
+    assert default_output(str(source), "cloudy", str(remembered)) == str(remembered / "S2B_20190712_cloudfree.tif")
+    gone = tmp_path / "deleted-since"
+    assert default_output(str(source), "cloudy", str(gone)) == str(tmp_path / "S2B_20190712_cloudfree_2.tif")
+    not_a_file = default_output("/vsicurl/https://x/y.tif", "S2 cloudy: 2019/07", "")
+    assert not_a_file == os.path.join(os.path.expanduser("~"), "S2_cloudy__2019_07_cloudfree.tif")
+
+    output, mask, created = plan_outputs(first, True)
+    assert mask == str(tmp_path / "S2B_20190712_cloudfree_cloudmask.tif")
+    assert created == [mask]  # the existing file is not the run's to remove
+
+
+def test_dock_output_defaults_and_remembered_folder(make_dock, provider, rasters, tmp_path):
+    add_layers((rasters["s2"], "cloudy"), (rasters["s1"], "radar"))
+    dock = make_dock()
+    expected = str(rasters["s2"].parent / "scene_s2_cloudfree.tif")
+    assert dock.default_output() == expected
+    assert dock.form.output_hint.toolTip() == expected and not dock.form.output_hint.isHidden()
+    assert "scene_s2_cloudfree.tif" in dock.form.output_hint.text().replace("\u200b", "")
+    parameters, created = dock.build_parameters()
+    assert parameters["OUTPUT"] == expected and created == [expected]
+    assert "tmp" not in os.path.relpath(expected, rasters["s2"].parent)  # not QGIS's temporary folder
+
+    chosen_folder = tmp_path / "my results"
+    chosen_folder.mkdir()
+    dock.form.output_widget.setFilePath(str(chosen_folder / "mine.tif"))
+    assert dock.build_parameters()[0]["OUTPUT"] == str(chosen_folder / "mine.tif")
+    assert dock.form.output_hint.isHidden()
+    dock.close()  # remembers the folder
+
+    again = make_dock()
+    assert again.form.output_widget.filePath() == ""
+    assert again.default_output() == str(chosen_folder / "scene_s2_cloudfree.tif")
 
 
 def test_plain_error_keeps_the_message_not_the_traceback():
