@@ -43,6 +43,7 @@ bench: setup  ## model speed/compute table (bench/bench_models.py), engine and I
 	$(PY) bench/bench_engine.py
 	$(PY) bench/bench_io.py
 	$(PY) bench/bench_layout.py
+	$(PY) bench/bench_simulate.py
 
 train-bundled: setup  ## retrain the bundled model as shipped (2-core CPU: about an hour), copy it into resources/
 	$(VENV)/bin/mmcanet train --config configs/bundled.toml

@@ -22,8 +22,7 @@ from mmcanet.datasets import (
 )
 from mmcanet.errors import InputError
 from mmcanet.normalization import Normalization
-
-gdal = pytest.importorskip("osgeo.gdal")
+from osgeo import gdal
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 

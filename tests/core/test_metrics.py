@@ -22,8 +22,7 @@ from mmcanet.metrics import (
     ssim_per_band,
     ssim_torch,
 )
-
-skm = pytest.importorskip("skimage.metrics")
+from skimage import metrics as skm  # a pinned dev dependency (requirements-dev.txt): missing = error
 
 
 def pair(seed: int, c: int = 13, h: int = 40, w: int = 36, noise: float = 0.05) -> tuple[np.ndarray, np.ndarray]:

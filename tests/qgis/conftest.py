@@ -89,7 +89,7 @@ def run_qgis_process(args: list[str], env: dict[str, str], timeout: float = 300)
 
 @pytest.fixture
 def qgis_process() -> Callable[..., subprocess.CompletedProcess[str]]:
-    """``qgis_process(args, env)`` -> CompletedProcess; skips when qgis_process.bin is missing."""
-    if not Path(QGIS_PROCESS).is_file() and shutil.which(QGIS_PROCESS) is None:
-        pytest.skip("qgis_process.bin not found (Debian package qgis)")
+    """``qgis_process(args, env)`` -> CompletedProcess; fails when qgis_process.bin is missing (a required package)."""
+    found = Path(QGIS_PROCESS).is_file() or shutil.which(QGIS_PROCESS) is not None
+    assert found, f"{QGIS_PROCESS} not found: install the Debian package qgis (make setup does)"
     return run_qgis_process

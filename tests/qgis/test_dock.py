@@ -454,7 +454,7 @@ def test_cloud_mask_output_is_added_when_asked(make_dock, provider, rasters, tin
 @pytest.fixture
 def slow_model(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every model call takes 50 ms longer, so a run is reliably still going when Cancel is pressed."""
-    progressive = pytest.importorskip("mmcanet.models.progressive")
+    from mmcanet.models import progressive
     forward = progressive.CloudRemovalNet.forward
 
     def slow_forward(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202

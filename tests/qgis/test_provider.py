@@ -6,7 +6,6 @@ second or two on a 2-core CPU.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +33,6 @@ def run(algorithm: str, parameters: dict[str, Any], context: QgsProcessingContex
     import processing
 
     return processing.run(f"mmcanet:{algorithm}", parameters, context=context, feedback=feedback)
-
-
-def needs(module: str, name: str) -> None:
-    """Skip while a core function this algorithm calls has not landed yet (say which)."""
-    spec = importlib.util.find_spec(module)
-    if spec is None or not hasattr(importlib.import_module(module), name):
-        pytest.skip(f"core function {module}.{name} is not there yet")
 
 
 # ---- definitions -----------------------------------------------------------------------------------
@@ -214,8 +206,7 @@ def test_non_gdal_layer_is_rejected(provider: Any, scene: dict[str, Path], tmp_p
     expression = f'"{Path(scene["s2"]).stem}@1" * 2'
     virtual = QgsRasterLayer(f"?crs=EPSG:32631&extent=600000,4999600,600480,5000000&width=48&height=40"
                              f"&formula={expression}", "virtual", "virtualraster")
-    if not virtual.isValid():
-        pytest.skip("the virtualraster provider is not available in this QGIS")
+    assert virtual.isValid(), "QGIS >= 3.18 ships the virtualraster provider: the test needs a non-GDAL layer"
     QgsProject.instance().addMapLayer(virtual)
     try:
         with pytest.raises(QgsProcessingException) as err:
@@ -289,7 +280,6 @@ def _triplets(folder: Path, n: int = 2, size: int = 32) -> Path:
 
 
 def test_train_model_writes_a_model_file(provider: Any, tmp_path: Path) -> None:
-    needs("mmcanet.training", "train")
     data = _triplets(tmp_path / "data")
     out = tmp_path / "trained.safetensors"
     result = run("train_model", {"DATA": str(data), "EPOCHS": 1, "BATCH_SIZE": 1, "MAX_STEPS": 2, "CROP": 16,
@@ -302,7 +292,6 @@ def test_train_model_writes_a_model_file(provider: Any, tmp_path: Path) -> None:
 
 
 def test_train_model_rejects_an_unknown_layout(provider: Any, tmp_path: Path) -> None:
-    needs("mmcanet.training", "train")
     (tmp_path / "empty").mkdir()
     with pytest.raises(QgsProcessingException) as err:
         run("train_model", {"DATA": str(tmp_path / "empty"), "DEVICE": 1, "OUTPUT": str(tmp_path / "m.safetensors")})
@@ -310,7 +299,6 @@ def test_train_model_rejects_an_unknown_layout(provider: Any, tmp_path: Path) ->
 
 
 def test_evaluate_model_writes_metrics(provider: Any, tiny_model: Path, tmp_path: Path) -> None:
-    needs("mmcanet.evaluation", "evaluate")
     data = _triplets(tmp_path / "data")
     result = run("evaluate_model", {"MODEL": str(tiny_model), "DATA": str(data), "DEVICE": 1,
                                     "OUTPUT_FOLDER": str(tmp_path / "eval"), "OUTPUT_HTML": str(tmp_path / "m.html")})
@@ -366,11 +354,11 @@ def test_plugin_gui_toggles_the_dock_and_unloads_cleanly(qgis_iface: Any, qgis_p
         plugin = mmcanet_qgis.classFactory(qgis_iface)
         plugin.initGui()
         assert registry.providerById("mmcanet") is plugin.provider
-        if plugin.action is not None:  # a build with the dock
-            plugin.action.setChecked(True)
-            assert plugin.dock is not None and not plugin.dock.isHidden()
-            plugin.action.setChecked(False)
-            assert plugin.dock.isHidden()
+        assert plugin.action is not None, "the GUI plugin has a dock toggle"
+        plugin.action.setChecked(True)
+        assert plugin.dock is not None and not plugin.dock.isHidden()
+        plugin.action.setChecked(False)
+        assert plugin.dock.isHidden()
         plugin.unload()
         assert plugin.dock is None and plugin.action is None
         assert registry.providerById("mmcanet") is None
@@ -400,7 +388,6 @@ def test_cancel_stops_remove_clouds_and_leaves_no_output(
 
 
 def test_cancel_stops_training_and_keeps_a_checkpoint(provider: Any, tmp_path: Path) -> None:
-    needs("mmcanet.training", "train")
     data = _triplets(tmp_path / "data")
     out = tmp_path / "trained.safetensors"
     with pytest.raises(QgsProcessingException) as err:

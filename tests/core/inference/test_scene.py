@@ -487,8 +487,8 @@ def test_resolve_device() -> None:
 
 @pytest.fixture
 def tiny_model_file(tmp_path: Path) -> Path:
-    modelfile = pytest.importorskip("mmcanet.modelfile")
-    pytest.importorskip("mmcanet.models")
+    from mmcanet import modelfile
+
     card = modelfile.ModelCard(name="tiny", config={"widths": [8, 8, 8, 8], "heads": 2, "window": 4},
                                tile_size=32, overlap=8)
     torch.manual_seed(0)
