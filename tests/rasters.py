@@ -79,8 +79,20 @@ LAND_DN = (1300, 1000, 900, 700, 1100, 2200, 2600, 2600, 2800, 900, 15, 1800, 10
 CLOUD_DN = (6500, 6800, 6900, 7000, 7100, 7200, 7200, 7300, 7200, 4000, 300, 5000, 3500)
 
 
-def s2_array(height: int, width: int, seed: int = 0, bands: int = 13, cloud: bool = True) -> np.ndarray:
-    """uint16 ``(bands, H, W)`` DN: smooth vegetated land + (optionally) one bright cloud blob in the middle-left."""
+def s2_array(
+    height: int,
+    width: int,
+    seed: int = 0,
+    bands: int = 13,
+    cloud: bool = True,
+    dn_range: tuple[int, int] = (1, 10000),
+    scale: float = 1.0,
+) -> np.ndarray:
+    """uint16 ``(bands, H, W)`` DN: smooth vegetated land + (optionally) one bright cloud blob in the middle-left.
+
+    ``scale`` multiplies the DN before clipping to ``dn_range``: e.g. ``scale=6, dn_range=(1, 65535)``
+    gives bright DN above 10000 (snow, specular glint, saturated cloud tops), which the default never has.
+    """
     rng = np.random.default_rng(seed)
     keep = [i for i in range(13) if bands == 13 or i != 10]
     base = smooth_field(rng, height, width)
@@ -94,7 +106,7 @@ def s2_array(height: int, width: int, seed: int = 0, bands: int = 13, cloud: boo
         blob = np.clip(1.5 - np.hypot(y - cy, x - cx) / r, 0, 1)
         for k, b in enumerate(keep):
             out[k] = out[k] * (1 - blob) + CLOUD_DN[b] * blob
-    return np.clip(out, 1, 10000).astype(np.uint16)
+    return np.clip(out * scale, dn_range[0], dn_range[1]).astype(np.uint16)
 
 
 def s1_array(height: int, width: int, seed: int = 1, linear: bool = False) -> np.ndarray:
@@ -118,10 +130,21 @@ def write_s2(
     nodata: float | None = 0,
     descriptions: bool = True,
     array: np.ndarray | None = None,
+    band_order: Sequence[str] | None = None,
 ) -> Path:
-    """Write a Sentinel-2-like GeoTIFF (13 L1C or 12 L2A bands, uint16, band descriptions)."""
+    """Write a Sentinel-2-like GeoTIFF (13 L1C or 12 L2A bands, uint16, band descriptions).
+
+    ``array`` is in the standard band order; ``band_order`` (a permutation of the level's band names)
+    writes the bands in that order instead, each with its own name as description, so a reader that
+    ignores the descriptions sees the wrong bands.
+    """
     names = S2_L1C if level == "L1C" else S2_L2A
     arr = s2_array(height, width, seed, bands=len(names)) if array is None else array
+    if band_order is not None:
+        if sorted(band_order) != sorted(names):
+            raise ValueError(f"band_order {band_order} is not a permutation of {names}")
+        arr = arr[[names.index(b) for b in band_order]]
+        names = tuple(band_order)
     gt = geotransform if geotransform is not None else (default_geotransform() if epsg is not None else None)
     return write_raster(path, arr, epsg=epsg, geotransform=gt, nodata=nodata,
                         descriptions=names if descriptions else ())
@@ -138,12 +161,33 @@ def write_s1(
     geotransform: Sequence[float] | None = None,
     nodata: float | None = None,
     array: np.ndarray | None = None,
+    order: tuple[str, str] = ("VV", "VH"),
 ) -> Path:
-    """Write a Sentinel-1-like GeoTIFF (2 bands float32, VV / VH, dB or linear)."""
+    """Write a Sentinel-1-like GeoTIFF (2 bands float32, VV / VH, dB or linear).
+
+    ``array`` is ``(VV, VH)``; ``order=("VH", "VV")`` stores VH as band 1 (described so) and VV as band 2.
+    """
     arr = s1_array(height, width, seed, linear) if array is None else array
+    if tuple(order) not in (("VV", "VH"), ("VH", "VV")):
+        raise ValueError(f"order {order}: expected ('VV', 'VH') or ('VH', 'VV')")
+    if order[0] == "VH":
+        arr = arr[::-1]
     gt = geotransform if geotransform is not None else (default_geotransform() if epsg is not None else None)
     unit = "linear" if linear else "dB"
-    return write_raster(path, arr, epsg=epsg, geotransform=gt, nodata=nodata, descriptions=(f"VV_{unit}", f"VH_{unit}"))
+    return write_raster(path, arr, epsg=epsg, geotransform=gt, nodata=nodata, descriptions=tuple(f"{p}_{unit}" for p in order))
+
+
+def write_mask(
+    path: str | Path,
+    array: np.ndarray,
+    *,
+    nodata: float | None = None,
+    epsg: int | None = UTM31N,
+    geotransform: Sequence[float] | None = None,
+) -> Path:
+    """Write a 1-band uint8 cloud mask (non-zero = cloud), optionally with a nodata value and another grid."""
+    gt = geotransform if geotransform is not None else (default_geotransform() if epsg is not None else None)
+    return write_raster(path, np.asarray(array, np.uint8), epsg=epsg, geotransform=gt, nodata=nodata)
 
 
 def read(path: str | Path) -> np.ndarray:
