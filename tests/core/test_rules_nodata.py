@@ -18,8 +18,8 @@ import torch
 from mmcanet.engine import RestoreOptions, restore_scene_with_model
 from mmcanet.errors import InputError, MMCANetError
 from osgeo import gdal
-from toy_models import Card, Constant, Identity, OutOfMemoryAbove, Recorder, SarEcho, SmallConv
 from torch import nn
+from toy_models import Card, Constant, Identity, OutOfMemoryAbove, Recorder, SarEcho, SmallConv
 
 H, W = 40, 48
 

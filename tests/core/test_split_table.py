@@ -1,0 +1,108 @@
+"""The SEN12MS-CR split, checked exactly: every test and validation scene, and the substring leaks.
+
+The test scenes are the standard list (UnCRtainTS / SEN12MS-CR-TS code, ../shared/docs/DOMAIN.md);
+the validation scenes are the 10 the core's source documents (``mmcanet.datasets.SEN12MSCR_VAL_SCENES``).
+They are written out here again on purpose: a changed table must fail a test, not pass silently.
+The public loader matched folder names by substring, so train scene ``s1_1`` also took test folders
+``s1_106``, ``s1_123``, ...; the core matches scene numbers exactly, per season.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mmcanet.datasets import (
+    SEN12MSCR_SEASONS,
+    SEN12MSCR_TEST_SCENES,
+    SEN12MSCR_VAL_SCENES,
+    index_sen12mscr,
+    sen12mscr_split_of,
+)
+
+TEST = {
+    "ROIs1158_spring": {106, 123, 140, 31, 44},
+    "ROIs1868_summer": {119, 73},
+    "ROIs1970_fall": {139},
+    "ROIs2017_winter": {108, 63},
+}
+VAL = {
+    "ROIs1158_spring": {17},
+    "ROIs1868_summer": {19, 80, 127, 17},
+    "ROIs1970_fall": {65},
+    "ROIs2017_winter": {22, 107, 130, 84},
+}
+SEASONS = ("ROIs1158_spring", "ROIs1868_summer", "ROIs1970_fall", "ROIs2017_winter")
+
+
+def expected_split(season: str, scene: int) -> str:
+    return "test" if scene in TEST[season] else "val" if scene in VAL[season] else "train"
+
+
+def test_the_tables_are_the_published_lists() -> None:
+    assert SEN12MSCR_SEASONS == SEASONS
+    assert {k: set(v) for k, v in SEN12MSCR_TEST_SCENES.items()} == TEST
+    assert {k: set(v) for k, v in SEN12MSCR_VAL_SCENES.items()} == VAL
+    assert sum(len(v) for v in TEST.values()) == 10 and sum(len(v) for v in VAL.values()) == 10
+    for season in SEASONS:
+        assert not TEST[season] & VAL[season]
+
+
+@pytest.mark.parametrize("season", SEASONS)
+def test_every_scene_number_gets_its_split(season: str) -> None:
+    """Scene numbers 0..2000 (SEN12MS-CR has up to ~150 per season): test / val exactly as listed, else train."""
+    got = {n: sen12mscr_split_of(season, n) for n in range(2001)}
+    assert got == {n: expected_split(season, n) for n in range(2001)}
+
+
+def test_a_scene_is_test_only_in_its_own_season() -> None:
+    for scenes in TEST.values():
+        for other in SEASONS:
+            for n in scenes:
+                assert sen12mscr_split_of(other, n) == expected_split(other, n)
+    assert sen12mscr_split_of("ROIs1868_summer", 106) == "train"
+    assert sen12mscr_split_of("ROIs1970_fall", 17) == "train"  # 17 is validation in spring and summer only
+    assert sen12mscr_split_of("ROIs2017_winter", 139) == "train"
+
+
+def _leak_prone_scenes(season: str) -> set[int]:
+    """Every listed scene plus its digit prefixes and one-digit extensions (1 -> 106, 10 -> 106, 106 -> 1060)."""
+    out: set[int] = set()
+    for n in TEST[season] | VAL[season]:
+        s = str(n)
+        out |= {int(s[:k]) for k in range(1, len(s) + 1)}
+        out |= {int(s + "0"), int("1" + s)}
+    return out
+
+
+def _tree(root: Path, merged: bool) -> dict[str, set[tuple[str, int, int]]]:
+    """Empty files in the SEN12MS-CR layout (the index reads names only); returns the expected splits."""
+    expected: dict[str, set[tuple[str, int, int]]] = {"train": set(), "val": set(), "test": set()}
+    for season in SEASONS:
+        for n in sorted(_leak_prone_scenes(season)):
+            # patch numbers that are themselves test scene numbers must not matter either
+            for p in (1, 106, 139):
+                for kind in ("s1", "s2", "s2_cloudy"):
+                    folder = root / (season if merged else f"{season}_{kind}") / f"{kind}_{n}"
+                    folder.mkdir(parents=True, exist_ok=True)
+                    (folder / f"{season}_{kind}_{n}_p{p}.tif").touch()
+                expected[expected_split(season, n)].add((season, n, p))
+    return expected
+
+
+@pytest.mark.parametrize("merged", [False, True], ids=["official-layout", "merged-layout"])
+def test_index_splits_a_leak_prone_tree_exactly(tmp_path: Path, merged: bool) -> None:
+    expected = _tree(tmp_path, merged)
+    assert len(expected["test"]) == 10 * 3 and len(expected["val"]) == 10 * 3
+    seen: dict[str, set[tuple[str, int, int]]] = {}
+    for split in ("train", "val", "test"):
+        patches = index_sen12mscr(tmp_path, split)
+        seen[split] = {(p.season, p.scene, p.patch) for p in patches}
+        assert len(patches) == len(seen[split]), "no patch listed twice"
+        for p in patches:
+            assert p.s1.parent.name == f"s1_{p.scene}" and p.s2.parent.name == f"s2_{p.scene}"
+            assert p.s2_cloudy.parent.name == f"s2_cloudy_{p.scene}"
+            assert p.s2.name == p.s1.name.replace("_s1_", "_s2_")
+    assert seen == expected
+    everything = index_sen12mscr(tmp_path, "all")
+    assert {(p.season, p.scene, p.patch) for p in everything} == set().union(*expected.values())
