@@ -349,17 +349,19 @@ class RasterWriter:
         opts = geotiff_creation_options(self.dtype, block, width, height)
         self._block_rows = block if any(o.startswith("BLOCKYSIZE") for o in opts) else max(1, min(height, 256))
         driver = gdal.GetDriverByName("GTiff")
-        self._ds = gdal_call(
-            driver.Create,
-            str(self.tmp_path),
-            width,
-            height,
-            count,
-            _GDAL_TYPES[self.dtype],
-            options=opts,
-            what=f"{self.what}: cannot create a GeoTIFF in '{self.path.parent}'",
-        )
+        # everything from creating the file on runs under one try: a Ctrl-C / SIGTERM (KeyboardInterrupt)
+        # arriving anywhere after the file exists must remove it (the caller has no writer to discard yet)
         try:
+            self._ds = gdal_call(
+                driver.Create,
+                str(self.tmp_path),
+                width,
+                height,
+                count,
+                _GDAL_TYPES[self.dtype],
+                options=opts,
+                what=f"{self.what}: cannot create a GeoTIFF in '{self.path.parent}'",
+            )
             if geotransform is not None:
                 self._ds.SetGeoTransform(list(geotransform))
             if crs_wkt:
@@ -372,12 +374,12 @@ class RasterWriter:
                     band.SetDescription(str(descriptions[i]))
             if tags:
                 self._ds.SetMetadata({str(k): str(v) for k, v in tags.items()})
+            self._pending = np.zeros((count, self._block_rows, width), dtype=self.dtype)
+            self._pending_row0 = 0
+            self._pending_rows = 0
         except BaseException:
             self.discard()
             raise
-        self._pending = np.zeros((count, self._block_rows, width), dtype=self.dtype)
-        self._pending_row0 = 0
-        self._pending_rows = 0
 
     def __enter__(self) -> RasterWriter:
         return self

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import rasters
 import torch
-from mmcanet.engine import RestoreOptions, restore_scene_with_model
+from mmcanet.inference import RestoreOptions, restore_scene_with_model
 from mmcanet.errors import InputError, MMCANetError
 from osgeo import gdal
 from torch import nn
