@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: setup test test-core test-qgis demo lint typecheck check install-plugin package screenshot bench train-bundled compare clean
+.PHONY: mutation setup test test-core test-qgis demo lint typecheck check install-plugin package screenshot bench train-bundled compare clean
 
 setup:  ## install Debian QGIS/GDAL packages and the pinned .venv (idempotent, no-op when done)
 	@./scripts/setup.sh
@@ -51,6 +51,9 @@ train-bundled: setup  ## retrain the bundled model as shipped (2-core CPU: about
 
 compare: setup  ## docs/COMPARISON.md: every variant trained on the same data and budget, scored on held-out images
 	$(PY) bench/compare_models.py --config configs/compare.toml --markdown docs/COMPARISON.md
+
+mutation: setup  ## mutation testing of the rule modules (mutmut, one module at a time; slow, not in CI): docs/TESTING.md
+	nice -n 15 $(PY) scripts/mutation.py
 
 clean:
 	rm -rf build dist .pytest_cache .mypy_cache .ruff_cache demo-output

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import rasters
 import torch
-from mmcanet.inference import RestoreOptions, restore_scene_with_model
 from mmcanet.errors import InputError, MMCANetError
+from mmcanet.inference import RestoreOptions, restore_scene_with_model
 from osgeo import gdal
 from torch import nn
 from toy_models import Card, Constant, Identity, OutOfMemoryAbove, Recorder, SarEcho, SmallConv
