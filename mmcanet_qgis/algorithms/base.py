@@ -45,6 +45,7 @@ def _enum(scope: str, name: str, old_class: Any, old_name: str) -> Any:
 
 
 ADVANCED = _enum("ProcessingParameterFlag", "Advanced", QgsProcessingParameterDefinition, "FlagAdvanced")
+OPTIONAL = _enum("ProcessingParameterFlag", "Optional", QgsProcessingParameterDefinition, "FlagOptional")
 INTEGER = _enum("ProcessingNumberParameterType", "Integer", QgsProcessingParameterNumber, "Integer")
 DOUBLE = _enum("ProcessingNumberParameterType", "Double", QgsProcessingParameterNumber, "Double")
 FOLDER = _enum("ProcessingFileParameterBehavior", "Folder", QgsProcessingParameterFile, "Folder")

@@ -22,8 +22,8 @@ class DetectCloudsAlgorithm(MMCANetAlgorithm):
 
     NAME = "detect_clouds"
     DISPLAY_NAME = "Detect clouds and shadows"
-    GROUP = "Clouds"
-    GROUP_ID = "clouds"
+    GROUP = "Cloud removal"
+    GROUP_ID = "cloud_removal"
     HELP = (
         "Finds clouds and cloud shadows in a Sentinel-2 image with spectral rules (no training data): "
         "bright, white, hazy and not snow for clouds; dark in NIR and SWIR near a cloud for shadows.\n\n"

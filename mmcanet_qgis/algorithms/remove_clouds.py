@@ -44,6 +44,20 @@ def bundled_model() -> str | None:
     return str(path) if path.is_file() else None
 
 
+def bundled_model_name() -> str:
+    """'<name> v<version>' of the bundled model from its card (header only, no torch); '' if unreadable."""
+    path = bundled_model()
+    if path is None:
+        return ""
+    try:
+        from mmcanet.modelfile import read_card
+
+        card = read_card(path)
+    except Exception:  # noqa: BLE001 - a label only: an unreadable file is reported when a run uses it
+        return ""
+    return f"{card.name} v{card.version}"
+
+
 class RemoveCloudsAlgorithm(MMCANetAlgorithm):
     """Parameters -> mmcanet.options.RestoreOptions -> mmcanet.inference.restore_scene."""
 
@@ -66,23 +80,26 @@ class RemoveCloudsAlgorithm(MMCANetAlgorithm):
     GROUP = "Cloud removal"
     GROUP_ID = "cloud_removal"
     HELP = (
-        "Replaces clouds and cloud shadows in a Sentinel-2 scene with what a trained network "
-        "infers from the cloudy image and a Sentinel-1 SAR image of the same area (SAR sees through clouds).\n\n"
+        "Replaces the masked parts of a Sentinel-2 scene (clouds and cloud shadows, as detected or as given "
+        "in a cloud mask) with what a trained network infers from the cloudy image and a Sentinel-1 SAR "
+        "image of the same area (SAR sees through clouds).\n\n"
         "Sentinel-1 SAR: 2 bands VV, VH (dB, or linear power, detected automatically), any grid: "
         "it is reprojected onto the optical grid. Acquired as close in time to the optical image as possible.\n"
         "Cloudy Sentinel-2: 13 bands B1..B12 with B8A (Level-1C order) or 12 bands (Level-2A, no B10), "
         "digital numbers = reflectance x 10000. Only the area covered by both images is restored; the "
         "rest is nodata.\n"
-        "Cloud mask (optional): 1 band, 1 (or >0) = cloud. Without it, clouds are detected.\n"
+        "Cloud mask (optional): 1 band, >0 = replace (cloud or shadow). Without it, clouds and cloud shadows "
+        "are detected with spectral rules (the 'Detect clouds and shadows' algorithm).\n"
         "Model file: a .safetensors model; empty = the model bundled with the plugin.\n"
         "Strategy: progressive restoration strategy; 'model default' uses the one the model was "
         "trained with.\n"
-        "Keep clear pixels: copy the input where the mask says clear, so only clouds change.\n"
+        "Keep clear pixels: copy the input where the mask says clear, so only masked pixels change; off: "
+        "every pixel comes from the network.\n"
         "Device: auto uses an NVIDIA GPU when PyTorch sees one, else the CPU.\n\n"
         "Output: a GeoTIFF with the optical input's bands, grid, CRS and data type, shown in true "
         "colour (B4, B3, B2). Optional: the cloud mask that was used and a per-pixel confidence layer.\n"
-        "Advanced: tile size / overlap in pixels (default: the model card's), batch size (tiles per step; "
-        "lower it if memory runs out)."
+        "Advanced: tile size / overlap in pixels (left 'Not set': the values stored in the model file), "
+        "batch size (tiles per step; lower it if memory runs out)."
     )
 
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802, D102
@@ -91,20 +108,26 @@ class RemoveCloudsAlgorithm(MMCANetAlgorithm):
         self.addParameter(QgsProcessingParameterRasterLayer(self.SAR, tr("Sentinel-1 SAR (VV, VH)")))
         self.addParameter(QgsProcessingParameterRasterLayer(self.OPTICAL, tr("Cloudy Sentinel-2 (13 bands, L1C)")))
         self.addParameter(QgsProcessingParameterRasterLayer(self.CLOUD_MASK, tr("Cloud mask"), optional=True))
+        bundled = bundled_model_name()
+        model_label = (tr("Model file (empty: the bundled model, {name})").format(name=bundled) if bundled
+                       else tr("Model file (empty: the bundled model)"))
         self.addParameter(QgsProcessingParameterFile(
-            self.MODEL, tr("Model file (empty: bundled model)"), behavior=FILE, fileFilter=MODEL_FILTER,
-            defaultValue=bundled_model(), optional=True))
+            self.MODEL, model_label, behavior=FILE, fileFilter=MODEL_FILTER, optional=True))
         self.addParameter(QgsProcessingParameterEnum(
             self.STRATEGY, tr("Restoration strategy"), options=[MODEL_DEFAULT_STRATEGY, *STRATEGIES], defaultValue=0))
         self.addParameter(device_parameter(self.DEVICE, tr("Device"), core_options.DEFAULT_DEVICE))
         self.addParameter(QgsProcessingParameterBoolean(
             self.KEEP_CLEAR, tr("Keep clear pixels from the input"), defaultValue=core_options.DEFAULT_KEEP_CLEAR))
+        # Not set (None) = the model card's value: QGIS shows an optional number without a default as
+        # "Not set", so no number stands for "model default"
         self.addParameter(advanced(QgsProcessingParameterNumber(
-            self.TILE_SIZE, tr("Tile size in pixels (0: model default)"), type=INTEGER, defaultValue=0,
-            minValue=0, maxValue=core_options.MAX_TILE_SIZE)))
+            self.TILE_SIZE, tr("Tile size in pixels (not set: the model file's)"), type=INTEGER,
+            defaultValue=None, optional=True, minValue=core_options.MIN_TILE_SIZE,
+            maxValue=core_options.MAX_TILE_SIZE)))
         self.addParameter(advanced(QgsProcessingParameterNumber(
-            self.OVERLAP, tr("Tile overlap in pixels (-1: model default; at most half the tile size)"), type=INTEGER,
-            defaultValue=-1, minValue=-1, maxValue=core_options.max_overlap(core_options.MAX_TILE_SIZE))))
+            self.OVERLAP, tr("Tile overlap in pixels (not set: the model file's; at most half the tile size)"),
+            type=INTEGER, defaultValue=None, optional=True, minValue=0,
+            maxValue=core_options.max_overlap(core_options.MAX_TILE_SIZE))))
         self.addParameter(advanced(QgsProcessingParameterNumber(
             self.BATCH_SIZE, tr("Tiles per batch"), type=INTEGER, defaultValue=core_options.DEFAULT_BATCH_SIZE,
             minValue=1, maxValue=core_options.MAX_BATCH_SIZE)))
@@ -117,8 +140,8 @@ class RemoveCloudsAlgorithm(MMCANetAlgorithm):
     def restore_options(self, parameters: dict[str, Any], context: QgsProcessingContext) -> dict[str, Any]:
         """Keyword arguments of mmcanet.options.RestoreOptions for these parameters (runs nothing)."""
         strategy_index = self.parameterAsEnum(parameters, self.STRATEGY, context)
-        tile_size = self.parameterAsInt(parameters, self.TILE_SIZE, context)
-        overlap = self.parameterAsInt(parameters, self.OVERLAP, context)
+        tile_size = self._optional_int(parameters, self.TILE_SIZE, context)
+        overlap = self._optional_int(parameters, self.OVERLAP, context)
         options: dict[str, Any] = {
             "sar": self.raster_path(parameters, self.SAR, context),
             "optical": self.raster_path(parameters, self.OPTICAL, context),
@@ -128,13 +151,20 @@ class RemoveCloudsAlgorithm(MMCANetAlgorithm):
             "strategy": STRATEGIES[strategy_index - 1] if strategy_index > 0 else None,
             "device": DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
             "keep_clear": self.parameterAsBool(parameters, self.KEEP_CLEAR, context),
-            "tile_size": tile_size if tile_size > 0 else None,
-            "overlap": overlap if overlap >= 0 else None,
+            "tile_size": tile_size,
+            "overlap": overlap,
             "batch_size": self.parameterAsInt(parameters, self.BATCH_SIZE, context),
             "mask_output": self.output_path(parameters, self.MASK_OUTPUT, context),
             "confidence_output": self.output_path(parameters, self.CONFIDENCE_OUTPUT, context),
         }
         return options
+
+    def _optional_int(self, parameters: dict[str, Any], name: str, context: QgsProcessingContext) -> int | None:
+        """An optional integer parameter: None when not set (then the model card's value applies)."""
+        value = parameters.get(name)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        return self.parameterAsInt(parameters, name, context)
 
     def processAlgorithm(  # noqa: N802, D102
         self, parameters: dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback

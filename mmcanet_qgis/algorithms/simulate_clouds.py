@@ -37,8 +37,8 @@ class SimulateCloudsAlgorithm(MMCANetAlgorithm):
 
     NAME = "simulate_clouds"
     DISPLAY_NAME = "Simulate clouds"
-    GROUP = "Clouds"
-    GROUP_ID = "clouds"
+    GROUP = "Training and evaluation"
+    GROUP_ID = "training"
     HELP = (
         "Adds simulated clouds and cloud shadows to a clear Sentinel-2 image, for training and testing "
         "cloud removal where the true ground is known.\n\n"

@@ -27,8 +27,8 @@ class StackBandsAlgorithm(MMCANetAlgorithm):
 
     NAME = "stack_bands"
     DISPLAY_NAME = "Stack Sentinel bands into one raster"
-    GROUP = "Clouds"
-    GROUP_ID = "clouds"
+    GROUP = "Prepare Sentinel data"
+    GROUP_ID = "prepare"
     HELP = (
         "Makes the single multi-band raster that 'Remove clouds' and the MMCANet dock take, from data as "
         "it is downloaded.\n\n"

@@ -18,7 +18,9 @@ from qgis.core import (
     QgsProcessingParameterNumber,
 )
 
+from ..algorithms.base import OPTIONAL
 from ..algorithms.remove_clouds import RemoveCloudsAlgorithm as _Algorithm
+from ..algorithms.remove_clouds import bundled_model
 
 ALGORITHM_ID = "mmcanet:remove_clouds"
 
@@ -42,21 +44,31 @@ OPTICAL_BAND_COUNTS: tuple[int, ...] = (13, 12)
 """Sentinel-2 input: 13 bands at Level-1C, 12 at Level-2A (no B10)."""
 MASK_BAND_COUNTS: tuple[int, ...] = (1,)
 
-# Assumption (the algorithm's convention): the minimum of TILE_SIZE (0) and of OVERLAP (-1) means
-# "use the model card's value"; the dock shows it as "model default".
+# The algorithm's convention: an optional TILE_SIZE / OVERLAP left unset (None) means "the model card's
+# value". A spin box cannot be empty, so the dock shows that as one below the parameter's minimum with
+# the text "Model default" (as QGIS's own dialog shows "Not set"), and sends None for it.
 
 
 @dataclass(frozen=True)
 class IntRange:
-    """Default and bounds of an integer parameter."""
+    """Default and bounds of an integer parameter as a spin box holds them.
 
-    def means_model_default(self, value: int) -> bool:
-        """True when `value` is the parameter's "take it from the model card" value (its minimum <= 0)."""
-        return value == self.minimum and self.minimum <= 0
+    For an optional parameter without a default, `minimum` is one below the parameter's own minimum and
+    stands for "not set" (the model card's value); `default` is then that value.
+    """
 
     default: int
     minimum: int
     maximum: int
+    optional: bool = False
+
+    def means_model_default(self, value: int) -> bool:
+        """True when `value` stands for "not set: take it from the model card"."""
+        return self.optional and value == self.minimum
+
+    def parameter_value(self, value: int) -> int | None:
+        """What to pass to the algorithm for the spin box value (None: not set)."""
+        return None if self.means_model_default(value) else value
 
 
 @dataclass(frozen=True)
@@ -66,7 +78,7 @@ class AlgorithmSpec:
     Args:
         strategies: STRATEGY option labels; option 0 is "model default".
         devices: DEVICE option labels (auto, cpu, cuda).
-        default_model: path of the bundled model file (MODEL default), "" if none.
+        default_model: path of the bundled model file (used when MODEL is empty), "" if none.
     """
 
     strategies: tuple[str, ...]
@@ -97,10 +109,12 @@ class AlgorithmSpec:
         def number(name: str) -> IntRange:
             param = definition(name)
             assert isinstance(param, QgsProcessingParameterNumber), name
-            default = _as_int(param.defaultValue(), 0)
-            return IntRange(
-                default, int(max(param.minimum(), -(1 << 30))), int(min(param.maximum(), 1 << 30))
-            )
+            minimum = int(max(param.minimum(), -(1 << 30)))
+            maximum = int(min(param.maximum(), 1 << 30))
+            optional = bool(param.flags() & OPTIONAL) and param.defaultValue() is None
+            if optional:
+                return IntRange(minimum - 1, minimum - 1, maximum, optional=True)
+            return IntRange(_as_int(param.defaultValue(), minimum), minimum, maximum)
 
         strategies, strategy_default = enum(STRATEGY)
         devices, device_default = enum(DEVICE)
@@ -110,7 +124,7 @@ class AlgorithmSpec:
             devices=devices,
             device_default=device_default,
             keep_clear_default=bool(definition(KEEP_CLEAR).defaultValue()),
-            default_model=str(definition(MODEL).defaultValue() or ""),
+            default_model=bundled_model() or "",
             tile_size=number(TILE_SIZE),
             overlap=number(OVERLAP),
             batch_size=number(BATCH_SIZE),

@@ -250,14 +250,18 @@ class CloudRemovalDock(QgsDockWidget):
             contract.STRATEGY: form.strategy_combo.currentIndex(),
             contract.DEVICE: form.device_combo.currentIndex(),
             contract.KEEP_CLEAR: form.keep_clear_check.isChecked(),
-            contract.TILE_SIZE: form.tile_spin.value(),
-            contract.OVERLAP: form.overlap_spin.value(),
+            contract.TILE_SIZE: self._spec_value("tile_size", form.tile_spin.value()),
+            contract.OVERLAP: self._spec_value("overlap", form.overlap_spin.value()),
             contract.BATCH_SIZE: form.batch_spin.value(),
             contract.OUTPUT: output,
         }
         if mask_output:
             parameters[contract.MASK_OUTPUT] = mask_output
         return parameters, created
+
+    def _spec_value(self, key: str, value: int) -> int | None:
+        """A tiling spin box's value as the algorithm takes it (None: the model card's)."""
+        return getattr(self._spec, key).parameter_value(value) if self._spec is not None else value
 
     def run(self) -> RestoreRun | None:
         """Start the restoration in QGIS's task manager; returns the run (None when checks block it)."""

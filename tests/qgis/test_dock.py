@@ -344,12 +344,12 @@ def test_nothing_is_clipped_at_the_width_of_a_new_dock(make_dock, provider, rast
 def test_defaults_come_from_the_algorithm(make_dock, provider):
     dock = make_dock()
     algorithm = QgsApplication.processingRegistry().algorithmById("mmcanet:remove_clouds")
-    for spin, name in (
-        (dock.form.tile_spin, "TILE_SIZE"),
-        (dock.form.overlap_spin, "OVERLAP"),
-        (dock.form.batch_spin, "BATCH_SIZE"),
-    ):
-        assert spin.value() == int(algorithm.parameterDefinition(name).defaultValue())
+    assert dock.form.batch_spin.value() == int(algorithm.parameterDefinition("BATCH_SIZE").defaultValue())
+    for spin, name in ((dock.form.tile_spin, "TILE_SIZE"), (dock.form.overlap_spin, "OVERLAP")):
+        assert algorithm.parameterDefinition(name).defaultValue() is None  # not set: the model card's
+        assert spin.text() == "Model default" and spin.value() == algorithm.parameterDefinition(name).minimum() - 1
+    parameters, _ = dock.build_parameters() if dock.form.optical_combo.currentLayer() else ({}, [])
+    assert parameters.get("TILE_SIZE") is None and parameters.get("OVERLAP") is None
     assert dock.form.strategy_combo.count() == len(algorithm.parameterDefinition("STRATEGY").options())
     assert dock.form.strategy_combo.currentIndex() == int(
         algorithm.parameterDefinition("STRATEGY").defaultValue()

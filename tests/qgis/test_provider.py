@@ -99,7 +99,7 @@ def test_restore_options_are_built_without_running(provider: Any, scene: dict[st
     alg = provider.algorithm("remove_clouds").create()
     context = QgsProcessingContext()
     params = {"SAR": str(scene["s1"]), "OPTICAL": str(scene["s2"]), "STRATEGY": 3, "DEVICE": 1,
-              "TILE_SIZE": 0, "OVERLAP": -1, "OUTPUT": str(tmp_path / "out.tif"), "KEEP_CLEAR": False}
+              "OUTPUT": str(tmp_path / "out.tif"), "KEEP_CLEAR": False}
     options = alg.restore_options(params, context)
     assert options["sar"] == str(scene["s1"]) and options["optical"] == str(scene["s2"])
     assert options["strategy"] == "iterative" and options["device"] == "cpu"
@@ -107,6 +107,31 @@ def test_restore_options_are_built_without_running(provider: Any, scene: dict[st
     assert options["keep_clear"] is False and options["cloud_mask"] is None
     assert options["mask_output"] is None and options["confidence_output"] is None
     assert not (tmp_path / "out.tif").exists()
+    explicit = alg.restore_options({**params, "TILE_SIZE": 64, "OVERLAP": 0}, context)
+    assert (explicit["tile_size"], explicit["overlap"]) == (64, 0)  # 0 is a real overlap, not "default"
+
+
+def test_remove_clouds_dialog_states_its_defaults(provider: Any) -> None:
+    """No magic numbers: unset tiling is "Not set" (the model's), the bundled model is named, not a path."""
+    from mmcanet.modelfile import default_model_path, read_card
+
+    alg = provider.algorithm("remove_clouds")
+    for name in ("TILE_SIZE", "OVERLAP"):
+        param = alg.parameterDefinition(name)
+        assert param.defaultValue() is None and param.flags() & QgsProcessingParameterDefinition.FlagOptional
+        assert param.minimum() >= 0, "no negative 'default' value"
+    model = alg.parameterDefinition("MODEL")
+    assert model.defaultValue() in (None, "")
+    card = read_card(default_model_path())
+    assert f"{card.name} v{card.version}" in model.description()
+    assert str(default_model_path()) not in model.description()
+
+
+def test_groups_say_what_they_hold(provider: Any) -> None:
+    groups = {a.name(): a.group() for a in provider.algorithms()}
+    assert groups["remove_clouds"] == groups["detect_clouds"] == "Cloud removal"
+    assert groups["stack_bands"] == "Prepare Sentinel data"
+    assert groups["simulate_clouds"] == groups["train_model"] == "Training and evaluation"
 
 
 # ---- remove_clouds ---------------------------------------------------------------------------------
