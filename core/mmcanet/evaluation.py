@@ -358,9 +358,15 @@ def evaluate(
         InputError: bad data folder / output folder; ModelFileError: unusable model file.
     """
     from .modelfile import default_model_path, load_model, read_card
+    from .outputs import check_outputs
 
     # the data folder is opened before the weights are loaded: a wrong folder fails fast
     mpath = Path(model_path) if model_path is not None else default_model_path()
+    out = Path(out_dir)
+    check_outputs(
+        {"output folder": out, "metrics file": out / "metrics.csv", "report": out / "report.md"},
+        {"evaluation data": data_dir, "model file": mpath},
+    )
     try:
         card_norm = read_card(mpath).normalization
     except ModelFileError:  # load_model below reports the problem

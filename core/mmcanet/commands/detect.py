@@ -69,6 +69,7 @@ def reflectance_divisor(sample: np.ndarray, dtype: np.dtype) -> float:
 def run(args: argparse.Namespace) -> int:
     """Detect strip by strip (with context margins) and write the mask (temporary file + rename)."""
     from ..clouds.detect import detect_clouds
+    from ..outputs import check_outputs
     from ..raster_io import RasterWriter, check_writable, read_window
     from ..stacking import open_input
     from ..windows import Window
@@ -77,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     ds, info = open_input(args.input, "input")  # a SAFE product or band folder is stacked on the fly
     order, _ = s2_band_indices(info, "input")
     check_writable(args.output, "output")
+    check_outputs({"output": args.output}, {"input": args.input})
     probe_h = min(info.height, 256)
     probe = read_window(ds, Window(0, 0, min(info.width, 256), probe_h), what).astype(np.float32)
     divisor = reflectance_divisor(probe, info.dtype)

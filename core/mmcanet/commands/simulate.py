@@ -39,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
     """Read, simulate, write (temporary file + rename)."""
     from ..clouds.simulate import simulate_clouds
     from ..errors import InputError
+    from ..outputs import check_outputs
     from ..raster_io import check_writable, open_raster, read_window
     from ..windows import Window
     from .detect import reflectance_divisor, s2_band_indices
@@ -53,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     check_writable(args.output, "output")
     if args.opacity_output:
         check_writable(args.opacity_output, "opacity output")
+    check_outputs({"output": args.output, "opacity output": args.opacity_output}, {"clear image": args.input})
     raw = read_window(ds, Window(0, 0, info.width, info.height), f"clear image '{args.input}'").astype(np.float32)
     nodata = info.nodata[0]
     invalid = ~np.isfinite(raw).all(axis=0)
