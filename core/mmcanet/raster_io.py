@@ -7,13 +7,20 @@ block cache size (see :func:`limit_gdal_cache`, which the CLI calls for its own 
 GDAL error messages through a thread-local error handler that is pushed and popped around each call.
 
 Outputs are written to a temporary file in the destination folder and renamed only on success
-(:class:`RasterWriter`), so a cancelled or failed run never leaves a partial file under the final name.
+(:class:`RasterWriter`), so a cancelled or failed run never leaves a partial file under the final name,
+and a previous file of that name stays intact. Success means: every GDAL write and flush reported no
+error, the file was closed, re-opened and its first and last blocks read back (a disk that filled up
+leaves a file that fails here), and its bytes were synced to disk. The temporary file is named
+``.<name>.partial-<pid>.tif`` next to the output; one left behind by a killed process (``kill -9``,
+power loss) is removed by the next run that writes the same output (:func:`remove_stale_partials`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,10 +48,13 @@ class _ErrorLog:
 
     def __init__(self) -> None:
         self.messages: list[str] = []
+        self.failures: list[str] = []
 
     def __call__(self, err_class: int, err_no: int, message: str) -> None:
         if err_class >= gdal.CE_Warning:
             self.messages.append(str(message).strip())
+        if err_class >= gdal.CE_Failure:
+            self.failures.append(str(message).strip())
 
     def last(self, default: str = "unknown GDAL error") -> str:
         """The most recent error message (GDAL puts the most specific one last)."""
@@ -266,13 +276,79 @@ def geotiff_creation_options(dtype: np.dtype, block: int, width: int, height: in
     return opts
 
 
+GEOTIFF_SUFFIXES: tuple[str, ...] = (".tif", ".tiff")
+"""File name endings accepted for the GeoTIFFs the project writes (any letter case)."""
+STALE_AFTER_S = 24 * 3600.0
+"""A partial file whose writer cannot be checked (another host, Windows) is stale after this long."""
+_PARTIAL = re.compile(r"^\.(?P<name>.+)\.partial-(?P<pid>\d+)(?:\.tif)?(?:\.aux\.xml)?$")
+
+
 def temp_path_for(path: Path) -> Path:
     """Temporary file used while ``path`` is being written: same folder, hidden, process-specific."""
     return path.with_name(f".{path.name}.partial-{os.getpid()}.tif")
 
 
-def check_writable(path: str | os.PathLike[str], what: str = "output") -> Path:
-    """Check that a GeoTIFF can be created at ``path`` (folder exists and is writable; not a folder).
+def _pid_alive(pid: int) -> bool | None:
+    """Whether process ``pid`` runs on this machine (None: cannot tell on this platform)."""
+    if os.name != "posix":
+        return None  # os.kill(pid, 0) is not a probe on Windows
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    except OSError:
+        return None
+    return True
+
+
+def remove_stale_partials(path: str | os.PathLike[str]) -> list[Path]:
+    """Delete partial files of ``path`` left by a writer that no longer runs (``kill -9``, a crash).
+
+    A partial file is ``.<name>.partial-<pid>[.tif][.aux.xml]`` in the output's folder. It is stale
+    when process ``<pid>`` is gone, or (where that cannot be checked) when it is older than
+    :data:`STALE_AFTER_S`; a partial file of a writer that still runs is left alone.
+
+    Returns:
+        The files removed.
+    """
+    p = Path(os.fspath(path)).expanduser().absolute()
+    removed: list[Path] = []
+    try:
+        entries = list(p.parent.iterdir())
+    except OSError:
+        return removed
+    now = time.time()
+    for f in entries:
+        m = _PARTIAL.match(f.name)
+        if m is None or m.group("name") != p.name:
+            continue
+        alive = _pid_alive(int(m.group("pid")))
+        try:
+            old = now - f.stat().st_mtime > STALE_AFTER_S
+        except OSError:
+            continue
+        if alive is False or (alive is None and old):
+            with contextlib.suppress(OSError):
+                f.unlink()
+                removed.append(f)
+    return removed
+
+
+def check_writable(
+    path: str | os.PathLike[str], what: str = "output", suffixes: Sequence[str] = GEOTIFF_SUFFIXES
+) -> Path:
+    """Check that a file can be created at ``path``: name ends in one of ``suffixes``, the folder exists
+    and is writable, and the path is not a folder.
+
+    Args:
+        path: the output as given.
+        what: role for messages.
+        suffixes: accepted endings, compared case-insensitively (default: GeoTIFF, ``.tif`` / ``.tiff``);
+            empty to accept any name.
 
     Returns:
         The absolute path.
@@ -286,6 +362,12 @@ def check_writable(path: str | os.PathLike[str], what: str = "output") -> Path:
         raise InputError(f"{what}: no path given")
     if p.is_dir():
         raise InputError(f"{label}: is a folder; give a file name such as {p / 'restored.tif'}")
+    if suffixes and p.suffix.lower() not in {s.lower() for s in suffixes}:
+        raise InputError(
+            f"{label}: the file is written as a GeoTIFF, so its name must end in {' or '.join(suffixes)} "
+            f"(got '{p.suffix or 'no extension'}'); e.g. {p.with_suffix(suffixes[0]).name}. To get another "
+            "format, convert the GeoTIFF afterwards (gdal_translate -of ...)"
+        )
     if not p.parent.is_dir():
         raise InputError(f"{label}: folder '{p.parent}' does not exist")
     if not os.access(p.parent, os.W_OK | os.X_OK):
@@ -293,6 +375,85 @@ def check_writable(path: str | os.PathLike[str], what: str = "output") -> Path:
     if p.exists() and not os.access(p, os.W_OK):
         raise InputError(f"{label}: exists and is not writable")
     return p
+
+
+def _fsync(path: Path) -> None:
+    """Push a file's bytes (and on POSIX its folder entry) to the disk; errors mean the data is not safe."""
+    fd = os.open(path, os.O_RDWR if os.name == "nt" else os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_folder(folder: Path) -> None:
+    if os.name != "posix":
+        return
+    with contextlib.suppress(OSError):  # some file systems cannot sync a folder; the file itself is synced
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def verify_geotiff(path: Path, width: int, height: int, count: int, what: str) -> None:
+    """Re-open a just-written raster and read its first and last blocks of every band.
+
+    Raises:
+        MMCANetError: when it cannot be opened, has another size, or a block cannot be read (a file
+            truncated by a full disk fails here).
+    """
+    ds = gdal_call(gdal.OpenEx, str(path), gdal.OF_RASTER | gdal.OF_READONLY,
+                   what=f"{what}: the written file cannot be read back (disk full?)", error=MMCANetError)
+    if (ds.RasterXSize, ds.RasterYSize, ds.RasterCount) != (width, height, count):
+        raise MMCANetError(
+            f"{what}: the written file is {ds.RasterXSize}x{ds.RasterYSize} px with {ds.RasterCount} band(s), "
+            f"expected {width}x{height} with {count} (disk full?)"
+        )
+    try:
+        check_readable(ds, what)
+    except InputError as exc:
+        raise MMCANetError(f"{exc} (the written file is incomplete: disk full?)") from None
+    ds = None
+
+
+def finish_geotiff(tmp: Path, path: Path, *, width: int, height: int, count: int, what: str) -> Path:
+    """Verify, sync and move a closed temporary GeoTIFF to its final name; on failure delete it.
+
+    The previous file at ``path`` (if any) is replaced only after the new one was verified, and its
+    ``.aux.xml`` side-car (statistics and histograms of the old pixels, which GDAL and QGIS would
+    otherwise show for the new file) is removed.
+
+    Raises:
+        MMCANetError: naming ``what`` when verification, syncing or the rename fails.
+    """
+    try:
+        verify_geotiff(tmp, width, height, count, what)
+        _fsync(tmp)
+        new_aux = Path(f"{tmp}.aux.xml")
+        old_aux = Path(f"{path}.aux.xml")
+        if new_aux.exists():
+            os.replace(new_aux, old_aux)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                old_aux.unlink()
+        os.replace(tmp, path)
+    except OSError as exc:
+        _remove_partial(tmp)
+        raise MMCANetError(f"{what}: cannot finish the file ({exc.strerror or exc}); is the disk full, or the file open in "
+                           "another program?") from None
+    except BaseException:
+        _remove_partial(tmp)
+        raise
+    _fsync_folder(path.parent)
+    return path
+
+
+def _remove_partial(tmp: Path) -> None:
+    for p in (tmp, Path(f"{tmp}.aux.xml")):
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
 
 
 class RasterWriter:
@@ -310,7 +471,8 @@ class RasterWriter:
         dtype: numpy dtype of the pixels (uint8, uint16, int16 or float32).
         geotransform: GDAL geotransform (None: none written).
         crs_wkt: projection WKT ('' or None: none written).
-        nodata: nodata value for every band (None: none).
+        nodata: nodata value (None: none). GeoTIFF holds one value for all bands (GDAL_NODATA tag),
+            so a writer must make sure no valid pixel holds it in any band.
         descriptions: per band descriptions.
         tags: dataset metadata (``TIFFTAG_GDAL_METADATA``).
         block: tile edge (px, multiple of 16).
@@ -342,6 +504,7 @@ class RasterWriter:
         if self.dtype not in _GDAL_TYPES:
             raise ValueError(f"unsupported output dtype {self.dtype}")
         self.width, self.height, self.count = width, height, count
+        remove_stale_partials(self.path)
         self.tmp_path = temp_path_for(self.path)
         self._ds: gdal.Dataset | None = None
         self._done = False
@@ -445,7 +608,10 @@ class RasterWriter:
                 what=f"{self.what}: write failed (disk full?)",
                 error=MMCANetError,
             )
-        self._ds.FlushCache()  # write and release the finished blocks: memory stays flat
+        with gdal_errors() as log:  # a full disk surfaces here, when GDAL writes the blocks out
+            self._ds.FlushCache()  # write and release the finished blocks: memory stays flat
+        if log.failures:
+            raise MMCANetError(f"{self.what}: write failed ({log.failures[0]}); is the disk full?")
         self._pending_row0 += n
         self._pending_rows = 0
 
@@ -460,30 +626,25 @@ class RasterWriter:
         """
         if self._next_row != self.height:
             raise MMCANetError(f"{self.what}: only {self._next_row} of {self.height} rows were written")
-        self._flush_pending()
-        ds, self._ds = self._ds, None
-        if ds is not None:
-            with gdal_errors() as log:
-                ds.FlushCache()
-                ds = None  # closes the file
-            if any("error" in m.lower() for m in log.messages):
-                self.discard()
-                raise MMCANetError(f"{self.what}: could not be finished: {log.last()}")
         try:
-            os.replace(self.tmp_path, self.path)
-            aux = Path(f"{self.tmp_path}.aux.xml")
-            if aux.exists():
-                os.replace(aux, Path(f"{self.path}.aux.xml"))
-        except OSError as exc:
+            self._flush_pending()
+            ds, self._ds = self._ds, None
+            if ds is not None:
+                with gdal_errors() as log:
+                    ds.FlushCache()
+                    ds = None  # closes the file: the TIFF directory is written now
+                if log.failures:
+                    raise MMCANetError(f"{self.what}: could not be finished ({log.failures[0]}); is the disk full?")
+        except BaseException:
             self.discard()
-            raise MMCANetError(f"{self.what}: cannot replace the file ({exc}); is it open in another program?") from None
+            raise
         self._done = True
-        return self.path
+        return finish_geotiff(self.tmp_path, self.path, width=self.width, height=self.height, count=self.count,
+                              what=self.what)
 
     def discard(self) -> None:
         """Close and delete the temporary file (idempotent)."""
-        self._ds = None
+        with gdal_errors():  # closing a file on a full disk reports errors that no longer matter
+            self._ds = None
         self._done = True
-        for p in (self.tmp_path, Path(f"{self.tmp_path}.aux.xml")):
-            with contextlib.suppress(FileNotFoundError):
-                p.unlink()
+        _remove_partial(self.tmp_path)

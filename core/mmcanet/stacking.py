@@ -224,9 +224,21 @@ def write_stack(
         MMCANetError when writing fails.
     """
     from .errors import CancelledError, MMCANetError
-    from .raster_io import check_writable, gdal_errors, geotiff_creation_options, temp_path_for
+    from .outputs import check_outputs
+    from .raster_io import (
+        check_writable,
+        finish_geotiff,
+        gdal_errors,
+        geotiff_creation_options,
+        remove_stale_partials,
+        temp_path_for,
+    )
 
+    role = "SAR input" if sar else "optical input"
     out = check_writable(output, "output")
+    src, info = open_input(source, role, sar=sar)
+    check_outputs({"output": output}, {role: source})
+    remove_stale_partials(out)
     tmp = temp_path_for(out)
     cancelled = False
 
@@ -240,7 +252,6 @@ def write_stack(
         return 1
 
     try:
-        src, info = open_input(source, "SAR input" if sar else "optical input", sar=sar)
         opts = geotiff_creation_options(info.dtype, 256, info.width, info.height)
         with gdal_errors() as log:
             written = gdal.Translate(str(tmp), src, options=gdal.TranslateOptions(creationOptions=opts, callback=callback))
@@ -248,10 +259,11 @@ def write_stack(
             written = None  # closes the file
         if cancelled:
             raise CancelledError("stacking cancelled; no output was written")
-        if not ok:
-            raise MMCANetError(f"output '{out}': could not be written ({log.last()})")
-        os.replace(tmp, out)
+        if not ok or log.failures:
+            raise MMCANetError(f"output '{out}': could not be written ({(log.failures or [log.last()])[0]}); is the disk full?")
+        finish_geotiff(tmp, out, width=info.width, height=info.height, count=info.count, what=f"output '{out}'")
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        for leftover in (tmp, Path(f"{tmp}.aux.xml")):
+            if leftover.exists():
+                leftover.unlink()
     return out
