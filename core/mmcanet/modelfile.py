@@ -83,6 +83,7 @@ class ModelCard:
         known = {f for f in cls.__dataclass_fields__}
         d = {k: v for k, v in d.items() if k in known}
         try:
+            _check_card_fields(d)
             d["normalization"] = Normalization.from_dict(d.get("normalization", {}))
             d["s2_bands"] = tuple(d.get("s2_bands", S2_BANDS_L1C))
             d["s1_bands"] = tuple(d.get("s1_bands", S1_BANDS))
@@ -95,6 +96,32 @@ class ModelCard:
         held = self.metrics.get("heldout", {}) if isinstance(self.metrics, dict) else {}
         psnr = f", held-out PSNR {held['psnr']:.2f} dB" if isinstance(held, dict) and "psnr" in held else ""
         return f"{self.name} v{self.version}: {self.arch}/{self.strategy}, {len(self.s2_bands)} S2 + {len(self.s1_bands)} S1 bands{psnr}"
+
+
+_CARD_TYPES: dict[str, tuple[type, ...]] = {
+    "name": (str,), "arch": (str,), "strategy": (str,), "config": (dict,), "s2_bands": (list, tuple),
+    "s1_bands": (list, tuple), "tile_size": (int,), "overlap": (int,), "training": (dict,), "metrics": (dict,),
+    "version": (str,),
+}
+
+
+def _check_card_fields(d: dict[str, Any]) -> None:
+    """Types and ranges of a card's fields (a wrong type would fail later, deep inside the engine)."""
+    for key, types in _CARD_TYPES.items():
+        if key not in d:
+            continue
+        value = d[key]
+        if isinstance(value, bool) or not isinstance(value, types):
+            raise ValueError(f"{key} must be {' or '.join(t.__name__ for t in types)}, got {value!r}")
+    for key in ("s2_bands", "s1_bands"):
+        if key in d and (not d[key] or not all(isinstance(b, str) and b for b in d[key])):
+            raise ValueError(f"{key} must be a non-empty list of band names, got {d[key]!r}")
+    tile = d.get("tile_size", 256)
+    if tile < 16:
+        raise ValueError(f"tile_size must be >= 16 px, got {tile}")
+    overlap = d.get("overlap", 32)
+    if not 0 <= overlap <= tile // 2:
+        raise ValueError(f"overlap must be between 0 and half the tile size ({tile // 2} px), got {overlap}")
 
 
 def default_model_path() -> Path:
@@ -128,7 +155,18 @@ def _read_header(path: Path) -> dict[str, Any]:
         raise ModelFileError(f"{path}: corrupt model file (unreadable header)") from None
     if not isinstance(header, dict):
         raise ModelFileError(f"{path}: corrupt model file (header is not an object)")
-    ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)]
+    meta = header.get("__metadata__", {})
+    if meta is not None and (not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values())):
+        raise ModelFileError(f"{path}: corrupt model file (header metadata must map names to text)")
+    ends = []
+    for k, v in header.items():
+        if k == "__metadata__":
+            continue
+        offsets = v.get("data_offsets") if isinstance(v, dict) else None
+        if (not isinstance(offsets, list) or len(offsets) != 2
+                or not all(isinstance(o, int) and not isinstance(o, bool) and o >= 0 for o in offsets)):
+            raise ModelFileError(f"{path}: corrupt model file (tensor {k!r} has no valid data_offsets)")
+        ends.append(offsets[1])
     if ends and 8 + n + max(ends) > size:
         raise ModelFileError(f"{path}: truncated model file ({size} bytes, tensors need {8 + n + max(ends)})")
     return header
@@ -156,14 +194,14 @@ def save_model(path: str | os.PathLike[str], model: nn.Module, card: ModelCard) 
     return p
 
 
-def build_from_card(card: ModelCard) -> nn.Module:
-    """Instantiate the (untrained) network a card describes."""
+def build_from_card(card: ModelCard, source: str = "model card") -> nn.Module:
+    """Instantiate the (untrained) network a card describes; ``source`` names the file in messages."""
     from .models import build_model
 
     try:
         return build_model(card.arch, card.strategy, bands=len(card.s2_bands), **card.config)
     except (ValueError, TypeError) as exc:
-        raise ModelFileError(f"model card describes an unsupported network: {exc}") from None
+        raise ModelFileError(f"{source}: the model card describes an unsupported network: {exc}") from None
 
 
 def load_model(path: str | os.PathLike[str] | None = None, device: str | torch.device = "cpu") -> tuple[nn.Module, ModelCard]:
@@ -181,7 +219,13 @@ def load_model(path: str | os.PathLike[str] | None = None, device: str | torch.d
         state = load_file(str(p), device="cpu")
     except Exception as exc:  # safetensors' own SafetensorError, OSError, ValueError
         raise ModelFileError(f"{p}: corrupt model file ({exc})") from None
-    model = build_from_card(card)
+    import torch
+
+    bad = [k for k, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise ModelFileError(f"{p}: the weights contain NaN or infinite values ({len(bad)} tensor(s), e.g. {bad[0]!r}); "
+                             "the file is damaged or came from a diverged training: use another model file")
+    model = build_from_card(card, str(p))
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:

@@ -26,13 +26,29 @@ class Normalization:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, object]) -> Normalization:
+    def from_dict(cls, d: object) -> Normalization:
+        """Parse a model card's ``normalization`` block, checking types and ranges.
+
+        Raises:
+            ValueError: naming the key and what it must be (an unusable block would give NaN or
+                infinite model inputs, e.g. a zero-width dB range).
+        """
+        if not isinstance(d, dict):
+            raise ValueError(f"normalization must be an object, got {d!r}")
+        max_dn = d.get("s2_max_dn", 10000.0)
+        if isinstance(max_dn, bool) or not isinstance(max_dn, (int, float)) or not np.isfinite(max_dn) or max_dn <= 0:
+            raise ValueError(f"normalization.s2_max_dn must be a positive number, got {max_dn!r}")
         ranges = d.get("s1_db_ranges", ((-25.0, 0.0), (-32.5, 0.0)))
-        assert isinstance(ranges, (list, tuple))
-        return cls(
-            s2_max_dn=float(d.get("s2_max_dn", 10000.0)),  # type: ignore[arg-type]
-            s1_db_ranges=tuple((float(a), float(b)) for a, b in ranges),
-        )
+        if not isinstance(ranges, (list, tuple)) or not ranges:
+            raise ValueError(f"normalization.s1_db_ranges must be a list of [low, high] dB pairs, got {ranges!r}")
+        parsed = []
+        for r in ranges:
+            ok = isinstance(r, (list, tuple)) and len(r) == 2 and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in r)
+            if not ok or not r[0] < r[1]:
+                raise ValueError(f"normalization.s1_db_ranges: each entry must be [low, high] dB with low < high, got {r!r}")
+            parsed.append((float(r[0]), float(r[1])))
+        return cls(s2_max_dn=float(max_dn), s1_db_ranges=tuple(parsed))
 
     def s2_to_unit(self, dn: np.ndarray) -> np.ndarray:
         """S2 DN array (bands, H, W), any dtype -> float32 in [0, 1]; NaN becomes 0."""

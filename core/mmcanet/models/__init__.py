@@ -23,8 +23,44 @@ DEFAULT_CONFIGS: dict[str, dict[str, Any]] = {
 """Default keyword configuration per architecture (these ARE the configuration schema)."""
 
 
+_INT_RANGES: dict[str, tuple[int, int]] = {
+    "heads": (1, 64), "window": (1, 64), "stages": (1, 16), "ring_px": (1, 4096), "spectral_rank": (0, 13),
+    "width": (1, 4096), "depth": (1, 256),
+}
+"""Allowed ranges of the integer options (inclusive)."""
+
+
+def _check_int(key: str, value: Any, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{key} must be an integer, got {value!r} ({type(value).__name__})")
+    if not lo <= value <= hi:
+        raise ValueError(f"{key} must be between {lo} and {hi}, got {value}")
+    return value
+
+
+def check_model_config(arch: str, cfg: dict[str, Any]) -> None:
+    """Check the types and ranges of a full configuration, so a bad value fails with its name, not deep in torch.
+
+    Raises:
+        ValueError: naming the option, what it must be and what it was.
+    """
+    for key, (lo, hi) in _INT_RANGES.items():
+        if key in cfg:
+            _check_int(key, cfg[key], lo, hi)
+    if "widths" in cfg:
+        widths = cfg["widths"]
+        if not isinstance(widths, (list, tuple)) or not 2 <= len(widths) <= 6:
+            raise ValueError(f"widths must be a list of 2 to 6 integers (channels per level), got {widths!r}")
+        for i, w in enumerate(widths):
+            _check_int(f"widths[{i}]", w, 1, 4096)
+        heads = int(cfg.get("heads", 1))
+        for w in widths[-2:]:  # the two coarsest levels carry the cross-attention
+            if w % heads:
+                raise ValueError(f"widths {list(widths)}: the attention levels' widths must be divisible by heads ({heads}); {w} is not")
+
+
 def model_config(arch: str, **overrides: Any) -> dict[str, Any]:
-    """Full configuration for ``arch``: defaults updated by ``overrides``; unknown keys are rejected."""
+    """Full configuration for ``arch``: defaults updated by ``overrides``; unknown keys and bad values are rejected."""
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
     cfg = dict(DEFAULT_CONFIGS[arch])
@@ -32,6 +68,7 @@ def model_config(arch: str, **overrides: Any) -> dict[str, Any]:
     if unknown:
         raise ValueError(f"unknown option(s) for {arch}: {', '.join(sorted(unknown))}; known: {', '.join(sorted(cfg))}")
     cfg.update(overrides)
+    check_model_config(arch, cfg)
     return cfg
 
 
