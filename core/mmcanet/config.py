@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -70,6 +71,8 @@ class TrainConfig:
         name: model name written into the card.
         tile_size, overlap: inference defaults written into the card.
         resume: continue from run_dir/checkpoint.pt when present.
+        overwrite: start over in a run_dir that holds another run's checkpoint / metrics (they are
+            replaced); without it (and without ``resume``) such a run_dir is refused.
         init: model file (.safetensors) whose weights start the run (fine-tuning); its architecture,
             strategy and config must match this config's.
     """
@@ -107,6 +110,7 @@ class TrainConfig:
     tile_size: int = 256
     overlap: int = 32
     resume: bool = False
+    overwrite: bool = False
     init: str = ""
 
     def to_dict(self) -> dict[str, Any]:
@@ -124,6 +128,16 @@ def _source(item: Any, where: str, base: Path) -> DataSource:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
     if "path" not in item:
         raise ConfigError(f"{where}: 'path' is required")
+    for key, kind in (("path", str), ("kind", str), ("include", list), ("exclude", list), ("repeat", int)):
+        if key in item and (isinstance(item[key], bool) or not isinstance(item[key], kind)):
+            raise ConfigError(f"{where}: {key} must be a {'list of ids' if kind is list else kind.__name__}, got {item[key]!r}")
+    for key in ("include", "exclude"):
+        if not all(isinstance(v, str) for v in item.get(key, [])):
+            raise ConfigError(f"{where}: {key} must be a list of ids (strings), got {item[key]!r}")
+    if not item["path"]:
+        raise ConfigError(f"{where}: path is empty")
+    if item.get("repeat", 1) < 1:
+        raise ConfigError(f"{where}: repeat must be >= 1, got {item['repeat']}")
     src = DataSource(**item)
     if src.kind not in DATA_KINDS:
         raise ConfigError(f"{where}: kind {src.kind!r} unknown; choose one of {', '.join(DATA_KINDS)}")
@@ -157,6 +171,8 @@ def config_from_dict(d: dict[str, Any], base: Path | None = None, source: str = 
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise ConfigError(f"{source}: {key} must be a number, got {value!r}")
             value = float(value)
+            if not math.isfinite(value):
+                raise ConfigError(f"{source}: {key} must be a finite number, got {value!r}")
         elif isinstance(default, str):
             if not isinstance(value, str):
                 raise ConfigError(f"{source}: {key} must be a string, got {value!r}")
@@ -190,7 +206,40 @@ def _check(cfg: TrainConfig, source: str) -> None:
         raise ConfigError(f"{source}: crop must be a multiple of 8 and >= 16, got {cfg.crop}")
     for key in ("epochs", "batch_size", "checkpoint_every", "log_every"):
         if getattr(cfg, key) < 1:
-            raise ConfigError(f"{source}: {key} must be >= 1")
+            raise ConfigError(f"{source}: {key} must be >= 1, got {getattr(cfg, key)}")
+    for key in ("max_steps", "stop_at", "warmup_steps", "threads", "overlap"):
+        if getattr(cfg, key) < 0:
+            raise ConfigError(f"{source}: {key} must be >= 0 (0 = {_ZERO_MEANS[key]}), got {getattr(cfg, key)}")
+    if cfg.lr <= 0:
+        raise ConfigError(f"{source}: lr must be > 0, got {cfg.lr}")
+    for key in ("weight_decay", "loss_l1", "loss_carl", "loss_ssim", "loss_sam", "loss_opacity"):
+        if getattr(cfg, key) < 0:
+            raise ConfigError(f"{source}: {key} must be >= 0, got {getattr(cfg, key)}")
+    if not any(getattr(cfg, k) for k in ("loss_l1", "loss_carl", "loss_ssim", "loss_sam")):
+        raise ConfigError(f"{source}: every restoration loss weight (loss_l1, loss_carl, loss_ssim, loss_sam) is 0; nothing would be learnt")
+    for key in ("sar_dropout", "stage_decay"):
+        if not 0.0 <= getattr(cfg, key) <= 1.0:
+            raise ConfigError(f"{source}: {key} is a fraction and must be between 0 and 1, got {getattr(cfg, key)}")
+    if cfg.tile_size < 16:
+        raise ConfigError(f"{source}: tile_size must be >= 16 px, got {cfg.tile_size}")
+    if cfg.overlap > cfg.tile_size // 2:
+        raise ConfigError(f"{source}: overlap must be at most half of tile_size ({cfg.tile_size // 2} px), got {cfg.overlap}")
+    if not cfg.run_dir or not cfg.output:
+        raise ConfigError(f"{source}: run_dir and output must not be empty")
+    out, run = Path(cfg.output), Path(cfg.run_dir)
+    if os.path.realpath(out) == os.path.realpath(run) or out.is_dir():
+        raise ConfigError(
+            f"{source}: output '{cfg.output}' is a folder (or the run_dir); it is the model FILE to write, "
+            f"e.g. {run / 'model.safetensors'}"
+        )
+    if out.suffix.lower() != ".safetensors":
+        raise ConfigError(f"{source}: output '{cfg.output}' must end in .safetensors (it is a safetensors model file)")
+    if cfg.resume and cfg.overwrite:
+        raise ConfigError(f"{source}: resume and overwrite exclude each other (continue the run, or start it over)")
+
+
+_ZERO_MEANS = {"max_steps": "no limit", "stop_at": "off", "warmup_steps": "no warm-up", "threads": "torch default",
+               "overlap": "no overlap"}
 
 
 def load_config(path: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> TrainConfig:

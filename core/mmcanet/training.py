@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 import math
 import os
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -223,9 +226,124 @@ def evaluate_samples(model: torch.nn.Module, readers: Sequence[Any], device: tor
 
 
 def _save_ckpt(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """Write the checkpoint to a temporary file, then rename; on any failure remove the temporary file."""
     tmp = path.with_name(path.name + ".tmp")
-    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "state": state}, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "state": state}, tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise InputError(f"cannot write the checkpoint {path} ({exc.strerror or exc}); is the disk full? "
+                         "The previous checkpoint is kept") from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def _load_ckpt(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, device: torch.device) -> dict[str, Any]:
+    """Restore model and optimiser from a checkpoint; a damaged or foreign checkpoint is a clear error."""
+    try:
+        ck = torch.load(path, map_location=device, weights_only=True)
+        state = ck["state"]
+        pos = {k: int(state[k]) for k in ("step", "epoch", "batch")}
+    except Exception as exc:  # truncated zip, not a checkpoint, missing keys: torch raises many kinds
+        raise InputError(
+            f"checkpoint {path} cannot be read ({type(exc).__name__}: {str(exc)[:200]}); it is damaged or not a "
+            "checkpoint of this program. Start over with --overwrite (or overwrite = true), or restore a copy"
+        ) from None
+    try:
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+    except (RuntimeError, KeyError, ValueError) as exc:
+        raise ConfigError(
+            f"checkpoint {path} was written for another network than this config builds ({str(exc).splitlines()[0][:200]}); "
+            "resume with the config it was trained with, or start over with --overwrite"
+        ) from None
+    return pos
+
+
+def _trim_csv(csv_path: Path, last_step: int) -> None:
+    """Keep metrics.csv rows up to ``last_step`` (rows logged after the checkpoint are logged again on resume)."""
+    if not csv_path.is_file():
+        with open(csv_path, "w", newline="") as fh:
+            csv.DictWriter(fh, CSV_FIELDS).writeheader()
+        return
+    with open(csv_path, newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r.get("step", "").isdigit() and int(r["step"]) <= last_step]
+    tmp = csv_path.with_name(csv_path.name + ".tmp")
+    with open(tmp, "w", newline="") as fh:
+        w = csv.DictWriter(fh, CSV_FIELDS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, csv_path)
+
+
+@contextlib.contextmanager
+def run_dir_lock(run_dir: Path) -> Iterator[None]:
+    """Hold ``run_dir/.lock`` exclusively for the duration, so two trainings cannot share a run_dir.
+
+    The lock is an OS file lock (released by the OS when the process dies, even on ``kill -9``); where
+    file locks are not available the lock file is created exclusively and removed at the end.
+
+    Raises:
+        InputError: another process holds the lock.
+    """
+    lock_path = run_dir / ".lock"
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        fcntl = None  # type: ignore[assignment]
+    if fcntl is None:
+        try:
+            fd = os.open(lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            raise InputError(f"run_dir {run_dir} is in use by another training (lock file {lock_path}; delete it if "
+                             "no training runs there)") from None
+        try:
+            os.write(fd, str(os.getpid()).encode())
+            yield
+        finally:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(lock_path)
+        return
+    fd = os.open(lock_path, os.O_CREAT | os.O_RDWR)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise InputError(f"run_dir {run_dir} is in use by another training (process {holder}); wait for it to "
+                             "finish or give this run its own run_dir") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+class _StopRequest:
+    """SIGINT / SIGTERM during training: finish the current step, checkpoint, then stop (a second Ctrl-C stops at once)."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.signal = signum
+        for sig, handler in self._previous.items():  # a second signal acts as usual
+            signal.signal(sig, handler)
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 def _plot(csv_path: Path, png_path: Path) -> None:
@@ -271,6 +389,12 @@ def train(
 ) -> TrainResult:
     """Train per ``cfg``; resumable, cancellable between steps (a checkpoint is kept), DDP-aware.
 
+    The run_dir is locked for the whole run (a second training there is refused), and a run_dir that
+    holds another run's checkpoint or metrics is refused unless ``cfg.resume`` or ``cfg.overwrite``.
+    Ctrl-C / SIGTERM (when training runs in the main thread) finish the current step, write a
+    checkpoint and raise KeyboardInterrupt; ``--resume`` then continues exactly, without duplicate
+    metrics rows.
+
     Raises:
         ConfigError / InputError before any long work on bad configuration or data;
         CancelledError when is_canceled() returned True (checkpoint saved, resume later).
@@ -291,6 +415,16 @@ def train(
 
     run_dir = Path(cfg.run_dir)
     out_path = Path(cfg.output)
+    ckpt_path = run_dir / "checkpoint.pt"
+    csv_path = run_dir / "metrics.csv"
+    from .outputs import check_outputs
+
+    check_outputs(
+        {"output": out_path, "run_dir": run_dir, "checkpoint": ckpt_path, "metrics file": csv_path,
+         "curves": run_dir / "curves.png"},
+        {"training data": [s.path for s in cfg.data], "validation data": [s.path for s in cfg.val],
+         "init model": cfg.init or None},
+    )
     for folder in (run_dir, out_path.parent):
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -299,7 +433,50 @@ def train(
             probe.unlink()
         except OSError as exc:
             raise InputError(f"cannot write to {folder}: {exc.strerror}") from None
+    with contextlib.ExitStack() as stack:
+        if rank == 0:
+            stack.enter_context(run_dir_lock(run_dir))
+            with contextlib.suppress(FileNotFoundError):
+                (run_dir / "checkpoint.pt.tmp").unlink()  # left by a killed run; the lock says no one writes it
+            if not cfg.resume and not cfg.overwrite:
+                previous = [p.name for p in (ckpt_path, csv_path) if p.exists()]
+                if previous:
+                    raise ConfigError(
+                        f"run_dir {run_dir} holds another run ({', '.join(previous)}); continue it with --resume "
+                        "(resume = true), replace it with --overwrite (overwrite = true), or choose another run_dir"
+                    )
+        stop = stack.enter_context(_StopRequest())
+        return _train(cfg, progress, is_canceled, say, log is None, rank, world, local_rank, device, distributed,
+                      keep_process_group, run_dir, out_path, ckpt_path, csv_path, stop)
 
+
+def _stop_requested(stop: _StopRequest, distributed: bool, device: torch.device) -> bool:
+    """Whether a signal asked to stop; under torchrun every rank agrees, so all stop at the same step."""
+    if not distributed:
+        return stop.signal is not None
+    flag = torch.tensor([0.0 if stop.signal is None else 1.0], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
+
+
+def _train(
+    cfg: TrainConfig,
+    progress: Callable[[float], None] | None,
+    is_canceled: Callable[[], bool] | None,
+    say: Callable[[str], None],
+    own_log: bool,
+    rank: int,
+    world: int,
+    local_rank: int,
+    device: torch.device,
+    distributed: bool,
+    keep_process_group: bool,
+    run_dir: Path,
+    out_path: Path,
+    ckpt_path: Path,
+    csv_path: Path,
+    stop: _StopRequest,
+) -> TrainResult:
     data = TrainingSamples(cfg.data, cfg, "train")
     val_readers = [_open_source(src, "val")[0] for src in cfg.val]
     torch.manual_seed(cfg.seed)
@@ -314,16 +491,13 @@ def train(
     if cfg.max_steps:
         total = min(total, cfg.max_steps)
 
-    ckpt_path = run_dir / "checkpoint.pt"
-    csv_path = run_dir / "metrics.csv"
     step, start_epoch, start_batch = 0, 0, 0
     val_metrics: dict[str, float] = {}
     if cfg.resume and ckpt_path.is_file():
-        ck = torch.load(ckpt_path, map_location=device, weights_only=True)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        st = ck["state"]
-        step, start_epoch, start_batch = int(st["step"]), int(st["epoch"]), int(st["batch"])
+        pos = _load_ckpt(ckpt_path, model, opt, device)
+        step, start_epoch, start_batch = pos["step"], pos["epoch"], pos["batch"]
+        if rank == 0:
+            _trim_csv(csv_path, step)
         say(f"resumed from {ckpt_path} at step {step} (epoch {start_epoch}, batch {start_batch})")
     elif rank == 0:
         with open(csv_path, "w", newline="") as fh:
@@ -342,7 +516,7 @@ def train(
         f"{steps_per_epoch} steps/epoch, {total} steps, batch {cfg.batch_size}, crop {cfg.crop}")
 
     bar = None
-    if rank == 0 and sys.stderr.isatty() and log is None:
+    if rank == 0 and sys.stderr.isatty() and own_log:
         from tqdm import tqdm
 
         bar = tqdm(total=total, initial=step, desc="train", unit="step")
@@ -363,6 +537,10 @@ def train(
             if is_canceled is not None and is_canceled():
                 checkpoint(epoch, b)
                 raise CancelledError(f"training cancelled at step {step}; checkpoint kept in {ckpt_path} (resume to continue)")
+            if _stop_requested(stop, distributed, device):
+                checkpoint(epoch, b)
+                say(f"interrupted at step {step}; checkpoint written to {ckpt_path} (continue with --resume)")
+                raise KeyboardInterrupt(f"signal {stop.signal}")
             idx = mine[b * cfg.batch_size:(b + 1) * cfg.batch_size]
             batch = _collate([data.get(epoch, int(k)) for k in idx], device)
             lr = _lr_at(step, total, cfg)

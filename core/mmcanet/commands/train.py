@@ -11,6 +11,8 @@ def register(sub: Any) -> None:
     p = sub.add_parser("train", help="train a model from a TOML/YAML config (works under torchrun)")
     p.add_argument("--config", required=True, help="TOML or YAML file; every key is optional (docs/TRAINING.md)")
     p.add_argument("--resume", action="store_true", help="continue from run_dir/checkpoint.pt")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start over in a run_dir that holds another run (its checkpoint and metrics are replaced)")
     p.add_argument("--max-steps", type=int, default=None, help="override max_steps")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None, help="override device")
     p.set_defaults(func=run)
@@ -24,6 +26,8 @@ def run(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {}
     if args.resume:
         overrides["resume"] = True
+    if args.overwrite:
+        overrides["overwrite"] = True
     if args.max_steps is not None:
         overrides["max_steps"] = args.max_steps
     if args.device:
