@@ -1,0 +1,294 @@
+"""Data safety (docs/RELIABILITY.md): outputs never reach inputs, failed writes never look like success,
+malformed model files and training configs fail with a message, training runs cannot clobber each other.
+
+One test (or one parametrised test) per class of case; each failed on the code before the fix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import resource
+import signal
+import struct
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasters
+import torch
+from mmcanet.cli import main
+from mmcanet.config import config_from_dict
+from mmcanet.errors import ConfigError, InputError, ModelFileError
+from mmcanet.modelfile import ModelCard, load_model, save_model
+from mmcanet.models import build_model, model_config
+from mmcanet.outputs import check_outputs
+from mmcanet.raster_io import remove_stale_partials
+from osgeo import gdal
+
+REPO = Path(__file__).resolve().parents[2]
+CORE = REPO / "core"
+TINY = {"widths": [8, 8, 16, 16], "heads": 2, "window": 4}
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    rc = main(list(argv))
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return rc, err
+
+
+# ---- 1. an output that reaches an input by another spelling -------------------------------------------
+
+
+def test_output_reaching_an_input_is_refused_and_the_input_untouched(
+    tmp_path: Path, make_s2: Callable[..., Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    s2 = make_s2("s2.tif")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path, target_is_directory=True)
+    vrt = tmp_path / "s2.vrt"
+    gdal.BuildVRT(str(vrt), [str(s2)])
+    bands = tmp_path / "bands"
+    bands.mkdir()
+    for i, name in enumerate(rasters.S2_L1C):
+        rasters.write_raster(bands / f"T31_{name}.tif", rasters.s2_array(32, 32)[i : i + 1], epsg=rasters.UTM31N,
+                             geotransform=rasters.default_geotransform(), nodata=0)
+    before = {p: _digest(p) for p in (s2, *bands.iterdir())}
+    cases = [
+        ("detect", "--input", str(s2), "--output", str(tmp_path / "sub" / ".." / "s2.tif")),  # `..`
+        ("detect", "--input", str(s2), "--output", str(tmp_path / "link" / "s2.tif")),  # symlinked folder
+        ("detect", "--input", str(vrt), "--output", str(s2)),  # the source file of a VRT
+        ("simulate", "--input", str(s2), "--output", str(tmp_path / "link" / "sub" / ".." / "s2.tif")),
+        ("detect", "--input", str(bands), "--output", str(bands / "T31_B04.tif")),  # a band file of the folder
+        ("stack", "--optical", str(bands), "--output", str(bands / "stacked.tif")),  # inside the band folder
+        ("simulate", "--input", str(s2), "--output", str(tmp_path / "a.tif"), "--opacity-output",
+         str(tmp_path / "link" / "a.tif")),  # two outputs, one file
+    ]
+    for argv in cases:
+        rc, err = _cli(capsys, *argv)
+        assert rc == 1, argv
+        assert "choose another output name" in err or "give each output its own name" in err, err
+    assert {p: _digest(p) for p in before} == before
+    assert not (bands / "stacked.tif").exists() and not (tmp_path / "a.tif").exists()
+
+
+def test_check_outputs_catches_hard_links_and_model_files(tmp_path: Path) -> None:
+    model = tmp_path / "m.safetensors"
+    model.write_bytes(b"x")
+    os.link(model, tmp_path / "alias.tif")
+    with pytest.raises(InputError, match="model file"):
+        check_outputs({"output": tmp_path / "alias.tif"}, {"model file": model})
+    with pytest.raises(InputError, match="model file"):
+        check_outputs({"output": tmp_path / "." / "m.safetensors"}, {"model file": str(model)})
+    check_outputs({"output": tmp_path / "other.tif"}, {"model file": model})  # a new name is fine
+
+
+def test_training_and_evaluation_outputs_cannot_reach_their_data(tmp_path: Path, make_s2: Callable[..., Path]) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    make_s2("data/t0_s2_cloudy.tif")
+    cfg = config_from_dict({"data": [str(data)], "run_dir": str(data / "run"), "output": str(tmp_path / "m.safetensors"),
+                            "device": "cpu"})
+    from mmcanet.training import train
+
+    with pytest.raises(InputError, match="inside .*training data"):
+        train(cfg)
+    assert sorted(p.name for p in data.iterdir()) == ["t0_s2_cloudy.tif"]
+    from mmcanet.evaluation import evaluate
+
+    with pytest.raises(InputError, match="evaluation data"):
+        evaluate(None, data, data)
+
+
+# ---- 2. disk full: an error, the previous output intact, nothing partial -----------------------------------
+
+
+def _limited(limit: int) -> Callable[[], None]:
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # write() then fails with EFBIG, like a full disk
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+@pytest.mark.parametrize("command", ["simulate", "stack"])
+def test_disk_full_fails_keeps_the_previous_output_and_leaves_nothing(tmp_path: Path, command: str) -> None:
+    noise = np.random.default_rng(0).integers(1, 10000, (13, 192, 192), dtype=np.uint16)  # incompressible
+    src = rasters.write_s2(tmp_path / "clear.tif", array=noise)
+    out = tmp_path / "out.tif"
+    out.write_bytes(b"previous good output")
+    if command == "simulate":
+        argv = ["simulate", "--input", str(src), "--output", str(out)]
+    else:
+        bands = tmp_path / "bands"
+        bands.mkdir()
+        for i, name in enumerate(rasters.S2_L1C):
+            rasters.write_raster(bands / f"X_{name}.tif", noise[i : i + 1], epsg=rasters.UTM31N,
+                                 geotransform=rasters.default_geotransform(), nodata=0)
+        argv = ["stack", "--optical", str(bands), "--output", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(CORE)}
+    res = subprocess.run([sys.executable, "-m", "mmcanet.cli", *argv], env=env, capture_output=True, text=True,
+                         timeout=120, preexec_fn=_limited(300_000))
+    assert res.returncode == 1, res.stderr
+    assert "disk full" in res.stderr and "Traceback" not in res.stderr
+    assert out.read_bytes() == b"previous good output"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+# ---- 4. stale .aux.xml; 7. output extension; 8. partial files of killed runs --------------------------------
+
+
+def test_overwrite_removes_the_old_statistics_side_car(tmp_path: Path, make_s2: Callable[..., Path],
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    s2 = make_s2("s2.tif")
+    out = tmp_path / "mask.tif"
+    assert _cli(capsys, "detect", "--input", str(s2), "--output", str(out))[0] == 0
+    ds = gdal.Open(str(out))
+    ds.GetRasterBand(1).ComputeStatistics(False)  # what QGIS does on first display: writes mask.tif.aux.xml
+    ds = None
+    assert Path(f"{out}.aux.xml").is_file()
+    assert _cli(capsys, "detect", "--input", str(s2), "--output", str(out), "--binary")[0] == 0
+    assert not Path(f"{out}.aux.xml").exists()
+
+
+@pytest.mark.parametrize("name", ["out.png", "out.jp2", "out.vrt", "out"])
+def test_output_extension_must_match_the_format(tmp_path: Path, make_s2: Callable[..., Path], name: str,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    rc, err = _cli(capsys, "detect", "--input", str(make_s2("s2.tif")), "--output", str(tmp_path / name))
+    assert rc == 1 and "must end in .tif or .tiff" in err
+    assert not (tmp_path / name).exists()
+    assert _cli(capsys, "detect", "--input", str(tmp_path / "s2.tif"), "--output", str(tmp_path / "OUT.TIF"))[0] == 0
+
+
+def test_partial_file_of_a_killed_writer_is_removed_by_the_next_run(tmp_path: Path, make_s2: Callable[..., Path],
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "mask.tif"
+    script = textwrap.dedent(f"""
+        import sys, time, numpy as np
+        from mmcanet.raster_io import RasterWriter
+        w = RasterWriter({str(out)!r}, width=64, height=512, count=1, dtype=np.uint8, geotransform=None,
+                         crs_wkt=None, nodata=None, block=64)
+        w.write_rows(0, np.ones((1, 128, 64), np.uint8))
+        print("writing", flush=True)
+        time.sleep(60)
+    """)
+    env = {**os.environ, "PYTHONPATH": str(CORE)}
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "writing"
+    partial = tmp_path / f".mask.tif.partial-{proc.pid}.tif"
+    assert partial.is_file()
+    live = tmp_path / f".mask.tif.partial-{os.getppid()}.tif"  # a writer that still runs: left alone
+    live.write_bytes(b"busy")
+    assert remove_stale_partials(out) == []  # the killed-to-be writer still runs
+    proc.kill()
+    proc.wait()
+    assert partial.is_file()  # kill -9 left it
+    assert _cli(capsys, "detect", "--input", str(make_s2("s2.tif")), "--output", str(out))[0] == 0
+    assert not partial.exists() and live.exists() and out.is_file()
+
+
+# ---- 9. malformed model cards and weights -----------------------------------------------------------------
+
+
+@pytest.fixture()
+def model_file(tmp_path: Path) -> Path:
+    torch.manual_seed(0)
+    model = build_model("mmcanet", "single", **TINY)
+    card = ModelCard(name="tiny", config=model_config("mmcanet", **TINY), tile_size=64, overlap=8)
+    return save_model(tmp_path / "tiny.safetensors", model, card)
+
+
+def _rewrite(src: Path, dst: Path, header_change: Callable[[dict[str, object]], None]) -> Path:
+    raw = src.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + n])
+    header_change(header)
+    new = json.dumps(header).encode()
+    new += b" " * ((8 - len(new) % 8) % 8)
+    dst.write_bytes(struct.pack("<Q", len(new)) + new + raw[8 + n :])
+    return dst
+
+
+def _card_change(**change: object) -> Callable[[dict[str, object]], None]:
+    def apply(header: dict[str, object]) -> None:
+        meta = header["__metadata__"]
+        assert isinstance(meta, dict)
+        card = json.loads(meta["mmcanet_card"])
+        card.update(change)
+        meta["mmcanet_card"] = json.dumps(card)
+
+    return apply
+
+
+MALFORMED: dict[str, Callable[[dict[str, object]], None]] = {
+    "string tile size": _card_change(tile_size="256"),
+    "null overlap": _card_change(overlap=None),
+    "overlap too large": _card_change(overlap=60),
+    "normalisation not an object": _card_change(normalization=[1, 2]),
+    "zero-width dB range": _card_change(normalization={"s2_max_dn": 10000, "s1_db_ranges": [[0, 0], [-30, 0]]}),
+    "negative max DN": _card_change(normalization={"s2_max_dn": -1}),
+    "bands not a list": _card_change(s2_bands=13),
+    "string widths": _card_change(config={**TINY, "widths": "8,8,16,16"}),
+    "config null": _card_change(config=None),
+    "metadata is a list": lambda h: h.update({"__metadata__": ["x"]}),
+    "card is not text": lambda h: h.update({"__metadata__": {"mmcanet_card": 5}}),
+    "tensor without offsets": lambda h: h.update({"extra": {"dtype": "F32", "shape": [1]}}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_model_card_is_a_model_file_error(model_file: Path, tmp_path: Path, case: str,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    bad = _rewrite(model_file, tmp_path / "bad.safetensors", MALFORMED[case])
+    with pytest.raises(ModelFileError, match="bad.safetensors"):
+        load_model(bad)
+    rc, err = _cli(capsys, "info", str(bad))
+    assert rc == 1 and "bad.safetensors" in err
+
+
+def test_nan_weights_are_refused(tmp_path: Path) -> None:
+    model = build_model("mmcanet", "single", **TINY)
+    with torch.no_grad():
+        next(model.parameters())[0].fill_(float("nan"))
+    path = save_model(tmp_path / "nan.safetensors", model, ModelCard(config=model_config("mmcanet", **TINY)))
+    with pytest.raises(ModelFileError, match="NaN or infinite"):
+        load_model(path)
+
+
+# ---- 10. training configuration types and ranges -----------------------------------------------------------
+
+BAD_CONFIGS: dict[str, tuple[dict[str, object], str]] = {
+    "string widths": ({"model": {"widths": "16,32"}}, "widths must be a list"),
+    "string width entry": ({"model": {"widths": [16, "32"]}}, r"widths\[1\] must be an integer"),
+    "zero heads": ({"model": {"heads": 0}}, "heads must be between"),
+    "heads not dividing": ({"model": {"heads": 5}}, "divisible by heads"),
+    "negative lr": ({"lr": -0.1}, "lr must be > 0"),
+    "nan lr": ({"lr": float("nan")}, "finite"),
+    "sar_dropout 5": ({"sar_dropout": 5}, "sar_dropout .*between 0 and 1"),
+    "negative max_steps": ({"max_steps": -3}, "max_steps must be >= 0"),
+    "negative loss": ({"loss_l1": -1.0}, "loss_l1 must be >= 0"),
+    "output is run_dir": ({"output": "RUN"}, "is a folder"),
+    "output not safetensors": ({"output": "RUN/model.pt"}, "must end in .safetensors"),
+    "repeat 0": ({"data": [{"path": "d", "repeat": 0}]}, "repeat must be >= 1"),
+    "include not a list": ({"data": [{"path": "d", "include": "t0"}]}, "include must be a list"),
+    "resume and overwrite": ({"resume": True, "overwrite": True}, "exclude each other"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CONFIGS))
+def test_bad_training_config_values_are_named(tmp_path: Path, case: str) -> None:
+    change, message = BAD_CONFIGS[case]
+    d: dict[str, object] = {"run_dir": str(tmp_path / "run"), "output": str(tmp_path / "run" / "m.safetensors")}
+    d.update(json.loads(json.dumps(change).replace("RUN", str(tmp_path / "run"))))
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict(d, tmp_path)
