@@ -189,8 +189,17 @@ def save_model(path: str | os.PathLike[str], model: nn.Module, card: ModelCard) 
     p.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     tmp = p.with_name(p.name + ".tmp")
-    save_file(state, str(tmp), metadata={CARD_KEY: card.to_json()})
-    os.replace(tmp, p)
+    try:
+        save_file(state, str(tmp), metadata={CARD_KEY: card.to_json()})
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, p)
+    except Exception as exc:  # OSError, or safetensors' own SafetensorError (not an OSError)
+        raise ModelFileError(f"{p}: the model file cannot be written ({str(exc).splitlines()[0][:200]}); is the disk "
+                             "full? An existing file of that name is kept") from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
     return p
 
 

@@ -233,8 +233,9 @@ def _save_ckpt(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, s
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except OSError as exc:
-        raise InputError(f"cannot write the checkpoint {path} ({exc.strerror or exc}); is the disk full? "
+    except (OSError, RuntimeError) as exc:  # torch reports a failed write as RuntimeError
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0][:200]
+        raise InputError(f"cannot write the checkpoint {path} ({reason}); is the disk full? "
                          "The previous checkpoint is kept") from None
     finally:
         with contextlib.suppress(FileNotFoundError):

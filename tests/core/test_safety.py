@@ -292,3 +292,90 @@ def test_bad_training_config_values_are_named(tmp_path: Path, case: str) -> None
     d.update(json.loads(json.dumps(change).replace("RUN", str(tmp_path / "run"))))
     with pytest.raises(ConfigError, match=message):
         config_from_dict(d, tmp_path)
+
+
+# ---- 10/11. training runs: no silent clobbering, one run per run_dir, Ctrl-C keeps the work -------------------
+
+
+@pytest.fixture()
+def triplets(tmp_path: Path) -> Path:
+    """Two small triplets in the shared-triplet layout."""
+    root = tmp_path / "triplets"
+    root.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(2):
+        clear = (rng.random((13, 1, 1)) * 3000 + 500 + rng.normal(0, 200, (13, 32, 32))).clip(0, 10000)
+        cloudy = clear.copy()
+        cloudy[:, :16] = 7000
+        kw = {"epsg": rasters.UTM31N, "geotransform": rasters.default_geotransform()}
+        rasters.write_raster(root / f"t{i}_s2_cloudfree.tif", clear.astype(np.uint16), **kw)
+        rasters.write_raster(root / f"t{i}_s2_cloudy.tif", cloudy.astype(np.uint16), **kw)
+        rasters.write_raster(root / f"t{i}_s1.tif", rng.normal(-12, 3, (2, 32, 32)).astype(np.float32), **kw)
+    return root
+
+
+def _train_cfg(tmp_path: Path, data: Path, **kw: object) -> dict[str, object]:
+    d: dict[str, object] = {
+        "data": [str(data)], "model": TINY, "epochs": 3, "batch_size": 1, "crop": 16, "warmup_steps": 1,
+        "checkpoint_every": 100, "log_every": 1, "run_dir": str(tmp_path / "run"),
+        "output": str(tmp_path / "run" / "m.safetensors"), "device": "cpu", "threads": 1,
+    }
+    d.update(kw)
+    return d
+
+
+def test_a_second_run_in_a_run_dir_is_refused_unless_resumed_or_overwritten(tmp_path: Path, triplets: Path) -> None:
+    from mmcanet.training import run_dir_lock, train
+
+    train(config_from_dict(_train_cfg(tmp_path, triplets, max_steps=2)))
+    first = _digest(tmp_path / "run" / "checkpoint.pt")
+    with pytest.raises(ConfigError, match="holds another run .*--resume.*--overwrite"):
+        train(config_from_dict(_train_cfg(tmp_path, triplets, max_steps=2)))
+    assert _digest(tmp_path / "run" / "checkpoint.pt") == first
+    with run_dir_lock(tmp_path / "run"), pytest.raises(InputError, match="in use by another training"):
+        train(config_from_dict(_train_cfg(tmp_path, triplets, max_steps=2, overwrite=True)))
+    assert train(config_from_dict(_train_cfg(tmp_path, triplets, max_steps=3, overwrite=True))).steps == 3
+
+
+def test_ctrl_c_writes_a_checkpoint_and_resume_logs_each_step_once(tmp_path: Path, triplets: Path) -> None:
+    from mmcanet.training import train
+
+    calls = {"n": 0}
+
+    def press_ctrl_c_at_step_3() -> bool:
+        calls["n"] += 1
+        if calls["n"] == 4:
+            os.kill(os.getpid(), signal.SIGINT)  # what the terminal sends on Ctrl-C
+        return False
+
+    with pytest.raises(KeyboardInterrupt):
+        train(config_from_dict(_train_cfg(tmp_path, triplets)), is_canceled=press_ctrl_c_at_step_3)
+    ck = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert ck["state"]["step"] == 3  # the signal came after step 3: checkpoint there, before step 4 starts
+    result = train(config_from_dict(_train_cfg(tmp_path, triplets, resume=True)))
+    steps = [int(line.split(",")[0]) for line in (tmp_path / "run" / "metrics.csv").read_text().splitlines()[1:]]
+    assert steps == list(range(1, result.steps + 1))
+
+
+def test_damaged_or_foreign_checkpoint_on_resume_is_named(tmp_path: Path, triplets: Path) -> None:
+    from mmcanet.training import train
+
+    train(config_from_dict(_train_cfg(tmp_path, triplets, max_steps=2)))
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    with pytest.raises(ConfigError, match="another network"):
+        train(config_from_dict(_train_cfg(tmp_path, triplets, resume=True, model={**TINY, "widths": [8, 8, 16, 32]})))
+    ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    with pytest.raises(InputError, match="checkpoint .* cannot be read"):
+        train(config_from_dict(_train_cfg(tmp_path, triplets, resume=True)))
+
+
+def test_training_on_a_full_disk_fails_and_leaves_no_temporary_checkpoint(tmp_path: Path, triplets: Path) -> None:
+    cfg = tmp_path / "c.yaml"  # JSON is YAML
+    cfg.write_text(json.dumps(_train_cfg(tmp_path, triplets, max_steps=2, checkpoint_every=1)))
+    script = "import json, sys; from mmcanet.cli import main; sys.exit(main(['train', '--config', sys.argv[1]]))"
+    env = {**os.environ, "PYTHONPATH": str(CORE), "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, "-c", script, str(cfg)], env=env, capture_output=True, text=True,
+                         timeout=300, preexec_fn=_limited(20_000))
+    assert res.returncode == 1, res.stderr[-2000:]
+    assert "disk full" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "run" / "checkpoint.pt.tmp").exists() and not (tmp_path / "run" / "m.safetensors").exists()
