@@ -19,8 +19,9 @@ S2_L2A = tuple(b for b in S2_L1C if b != "B10")
 UTM31N = 32631
 ORIGIN = (600000.0, 5000000.0)  # UTM 31N, west of Paris-ish latitude band; any valid place works
 
-_GDAL = {np.dtype(np.uint8): gdal.GDT_Byte, np.dtype(np.uint16): gdal.GDT_UInt16,
-         np.dtype(np.float32): gdal.GDT_Float32, np.dtype(np.float64): gdal.GDT_Float64}
+_GDAL = {np.dtype(np.uint8): gdal.GDT_Byte, np.dtype(np.uint16): gdal.GDT_UInt16, np.dtype(np.int16): gdal.GDT_Int16,
+         np.dtype(np.float32): gdal.GDT_Float32, np.dtype(np.float64): gdal.GDT_Float64,
+         np.dtype(np.complex64): gdal.GDT_CFloat32}
 
 
 def smooth_field(rng: np.random.Generator, height: int, width: int, waves: int = 4, scale: float = 40.0) -> np.ndarray:

@@ -551,6 +551,13 @@ class RasterWriter:
         if not self._done:
             self.discard()
 
+    def update_tags(self, tags: dict[str, str]) -> None:
+        """Add dataset metadata (``TIFFTAG_GDAL_METADATA``) before :meth:`commit`, e.g. figures known only at the end."""
+        if self._ds is None:
+            raise ValueError("the writer is already closed")
+        current = self._ds.GetMetadata() or {}
+        self._ds.SetMetadata({**current, **{str(k): str(v) for k, v in tags.items()}})
+
     def write_rows(self, row_off: int, data: np.ndarray) -> None:
         """Append rows ``[row_off, row_off + n)``; ``row_off`` must continue where the last call ended.
 

@@ -16,20 +16,26 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import rasters
 import torch
+from mmcanet.bands import S1_BANDS, S2_BANDS_L1C
 from mmcanet.cli import main
 from mmcanet.config import config_from_dict
 from mmcanet.errors import ConfigError, InputError, ModelFileError
+from mmcanet.inference import RestoreOptions, restore_scene, restore_scene_with_model
 from mmcanet.modelfile import ModelCard, load_model, save_model
 from mmcanet.models import build_model, model_config
+from mmcanet.normalization import Normalization
 from mmcanet.outputs import check_outputs
 from mmcanet.raster_io import remove_stale_partials
 from osgeo import gdal
+from torch import nn
 
 REPO = Path(__file__).resolve().parents[2]
 CORE = REPO / "core"
@@ -138,7 +144,7 @@ def test_disk_full_fails_keeps_the_previous_output_and_leaves_nothing(tmp_path: 
         argv = ["stack", "--optical", str(bands), "--output", str(out)]
     env = {**os.environ, "PYTHONPATH": str(CORE)}
     res = subprocess.run([sys.executable, "-m", "mmcanet.cli", *argv], env=env, capture_output=True, text=True,
-                         timeout=120, preexec_fn=_limited(300_000))
+                         timeout=120, preexec_fn=_limited(200_000))  # main reported success here
     assert res.returncode == 1, res.stderr
     assert "disk full" in res.stderr and "Traceback" not in res.stderr
     assert out.read_bytes() == b"previous good output"
@@ -379,3 +385,160 @@ def test_training_on_a_full_disk_fails_and_leaves_no_temporary_checkpoint(tmp_pa
     assert res.returncode == 1, res.stderr[-2000:]
     assert "disk full" in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "run" / "checkpoint.pt.tmp").exists() and not (tmp_path / "run" / "m.safetensors").exists()
+
+
+# ---- restore: outputs vs inputs, SAR gaps, wrong scales and types, nodata, scene lists --------------------------
+
+
+@dataclass
+class _Card:
+    name: str = "safety-test"
+    version: str = "0.0"
+    strategy: str = "single"
+    tile_size: int = 32
+    overlap: int = 8
+    s2_bands: tuple[str, ...] = S2_BANDS_L1C
+    s1_bands: tuple[str, ...] = S1_BANDS
+    normalization: Normalization = field(default_factory=Normalization)
+
+
+class _Constant(nn.Module):
+    def forward(self, s2: torch.Tensor, s1: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.full_like(s2, 0.3)
+
+
+class _Identity(nn.Module):
+    def forward(self, s2: torch.Tensor, s1: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return s2.clone()
+
+
+def _restore(s1: Path, s2: Path, out: Path, model: nn.Module | None = None, **kw: object) -> Any:
+    return restore_scene_with_model(model or _Constant(), _Card(), RestoreOptions(sar=s1, optical=s2, output=out, **kw))
+
+
+def test_restore_output_reaching_an_input_or_the_model_is_refused(tmp_path: Path, make_s2: Callable[..., Path],
+                                                                  make_s1: Callable[..., Path]) -> None:
+    s2, s1 = make_s2("s2.tif"), make_s1("s1.tif")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "alias").symlink_to(tmp_path, target_is_directory=True)
+    model = tmp_path / "m.safetensors"
+    model.write_bytes(b"weights")
+    before = {p: _digest(p) for p in (s2, s1, model)}
+    for out, kw in ((tmp_path / "d" / ".." / "s2.tif", {}), (tmp_path / "alias" / "s1.tif", {}),
+                    (tmp_path / "o.tif", {"mask_output": tmp_path / "alias" / "o.tif"})):
+        with pytest.raises(InputError, match="choose another output name|its own name"):
+            _restore(s1, s2, out, **kw)
+    with pytest.raises(InputError, match="model file"):
+        restore_scene(RestoreOptions(sar=s1, optical=s2, output=tmp_path / "alias" / "m.safetensors", model=model))
+    assert {p: _digest(p) for p in before} == before
+
+
+def _s1_with(tmp_path: Path, change: Callable[[np.ndarray], None], nodata: float | None = None) -> Path:
+    arr = rasters.s1_array(40, 48)
+    change(arr)
+    return rasters.write_s1(tmp_path / "s1.tif", 40, 48, array=arr, nodata=nodata)
+
+
+SAR_GAPS: dict[str, tuple[Callable[[np.ndarray], None], float | None, float]] = {
+    "all NaN": (lambda a: a.fill(np.nan), None, 1.0),
+    "all nodata": (lambda a: a.fill(-9999.0), -9999.0, 1.0),
+    "half NaN": (lambda a: a.__setitem__((slice(None), slice(None), slice(24, None)), np.nan), None, 0.5),
+    "VH only NaN in a block": (lambda a: a.__setitem__((1, slice(0, 10), slice(0, 12)), np.nan), None, 120 / 1920),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SAR_GAPS))
+def test_missing_sar_never_blanks_valid_optical_pixels(tmp_path: Path, case: str) -> None:
+    change, nodata, fraction = SAR_GAPS[case]
+    s1 = _s1_with(tmp_path, change, nodata)
+    s2 = rasters.write_s2(tmp_path / "s2.tif", 40, 48)
+    res = _restore(s1, s2, tmp_path / "o.tif", keep_clear=False)
+    out = rasters.read(res.output)
+    assert (out == 3000).all() and res.nodata_fraction == 0  # every valid optical pixel restored
+    assert res.sar_missing_fraction == pytest.approx(fraction)
+    assert any("restored from the optical image alone" in w for w in res.warnings)
+    assert float(gdal.Open(str(res.output)).GetMetadataItem("MMCANET_SAR_MISSING_FRACTION")) == pytest.approx(fraction)
+
+
+def _optical(tmp_path: Path, arr: np.ndarray, nodata: float | None = 0) -> Path:
+    return rasters.write_raster(tmp_path / "s2.tif", arr, geotransform=rasters.default_geotransform(), nodata=nodata,
+                                descriptions=S2_BANDS_L1C)
+
+
+WRONG_OPTICAL: dict[str, tuple[Callable[[np.ndarray], np.ndarray], str]] = {
+    "reflectance 0-1": (lambda a: (a / 10000.0).astype(np.float32), "reflectance on the 0-1 scale"),
+    "uint8 picture": (lambda a: (a // 40).astype(np.uint8), "8-bit pixels"),
+    "complex": (lambda a: a.astype(np.complex64), "complex"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(WRONG_OPTICAL))
+def test_optical_in_the_wrong_scale_or_type_is_refused(tmp_path: Path, make_s1: Callable[..., Path], case: str) -> None:
+    convert, message = WRONG_OPTICAL[case]
+    s2 = _optical(tmp_path, convert(rasters.s2_array(40, 48)), nodata=None)
+    with pytest.raises(InputError, match=message):
+        _restore(make_s1(height=40, width=48), s2, tmp_path / "o.tif")
+    assert not (tmp_path / "o.tif").exists()
+
+
+def test_int16_optical_with_a_negative_nodata_keeps_it(tmp_path: Path, make_s1: Callable[..., Path]) -> None:
+    arr = rasters.s2_array(40, 48).astype(np.int16)
+    arr[:, :4] = -9999
+    s2 = _optical(tmp_path, arr, nodata=-9999)
+    res = _restore(make_s1(height=40, width=48), s2, tmp_path / "o.tif", model=_Identity(), keep_clear=False)
+    ds = gdal.Open(str(res.output))
+    out = ds.ReadAsArray()
+    assert out.dtype == np.int16 and ds.GetRasterBand(1).GetNoDataValue() == -9999
+    assert (out[:, :4] == -9999).all()
+    np.testing.assert_array_equal(out[:, 4:], arr[:, 4:])  # no wrap-around to 55537
+
+
+def _sar(tmp_path: Path, arr: np.ndarray) -> Path:
+    return rasters.write_raster(tmp_path / "s1.tif", arr, geotransform=rasters.default_geotransform(),
+                                descriptions=("VV", "VH"))
+
+
+WRONG_SAR: dict[str, tuple[Callable[[np.ndarray], np.ndarray], str]] = {
+    "dB x 100 as int16": (lambda db: np.rint(db * 100).astype(np.int16), "scaled dB"),
+    "uint8 picture": (lambda db: np.clip((db + 30) * 8, 0, 255).astype(np.uint8), "8-bit pixels"),
+    "complex": (lambda db: (10 ** (db / 20)).astype(np.complex64), "complex"),
+    "linear amplitude": (lambda db: (10 ** (db / 20)).astype(np.float32), "amplitude, not power"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(WRONG_SAR))
+def test_sar_in_the_wrong_scale_or_type_is_refused(tmp_path: Path, make_s2: Callable[..., Path], case: str) -> None:
+    convert, message = WRONG_SAR[case]
+    s1 = _sar(tmp_path, convert(rasters.s1_array(40, 48)))
+    with pytest.raises(InputError, match=message):
+        _restore(s1, make_s2(height=40, width=48), tmp_path / "o.tif")
+    power = _sar(tmp_path, (10 ** (rasters.s1_array(40, 48) / 10)).astype(np.float32))  # linear power: accepted
+    assert _restore(power, make_s2(height=40, width=48), tmp_path / "o.tif").sar_units == "linear"
+
+
+def test_a_valid_zero_in_one_band_is_not_hidden_as_nodata(tmp_path: Path, make_s1: Callable[..., Path]) -> None:
+    arr = rasters.s2_array(40, 48)
+    arr[10, 20:30] = 0  # B10 (cirrus) reads 0 DN on valid pixels
+    arr[:, :2] = 0  # real nodata rows: 0 in every band
+    s2 = _optical(tmp_path, arr, nodata=0)
+    res = _restore(make_s1(height=40, width=48), s2, tmp_path / "o.tif", model=_Identity(), keep_clear=False)
+    ds = gdal.Open(str(res.output))
+    b10 = ds.GetRasterBand(11)
+    assert (b10.GetMaskBand().ReadAsArray()[20:30] == 255).all()  # GDAL / QGIS see valid pixels there
+    assert (b10.ReadAsArray()[20:30] == 1).all()  # moved by 1 DN away from nodata
+    assert (ds.GetRasterBand(1).GetMaskBand().ReadAsArray()[:2] == 0).all()  # the nodata rows stay nodata
+
+
+def test_scene_list_with_one_output_twice_or_not_utf8_is_refused(tmp_path: Path, make_s2: Callable[..., Path],
+                                                                  make_s1: Callable[..., Path],
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    make_s2("s2.tif")
+    make_s1("s1.tif")
+    (tmp_path / "list.csv").write_text("s1.tif,s2.tif,out.tif\ns1.tif,s2.tif,./sub/../out.tif\n")
+    (tmp_path / "sub").mkdir()
+    rc, err = _cli(capsys, "restore", "--list", str(tmp_path / "list.csv"))
+    assert rc == 1 and "output of line 2" in err and "own name" in err
+    (tmp_path / "list.csv").write_bytes("s1.tif,s2.tif,sortie-é.tif\n".encode("latin-1"))
+    rc, err = _cli(capsys, "restore", "--list", str(tmp_path / "list.csv"))
+    assert rc == 1 and "not UTF-8" in err
+    assert not list(tmp_path.glob("*out*.tif")) and not list(tmp_path.glob("sortie*"))

@@ -95,24 +95,40 @@ def read_list(path: str | os.PathLike[str]) -> list[tuple[str, str, str, str | N
         raise InputError(f"scene list '{p}': file not found")
     base = p.resolve().parent
     jobs = []
-    with open(p, newline="", encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            text = line.strip()
-            if not text or text.startswith("#"):
-                continue
-            delim = "\t" if "\t" in text else ","
-            cols = [c.strip() for c in next(csv.reader([text], delimiter=delim))]
-            while cols and not cols[-1]:
-                cols.pop()
-            if [c.lower() for c in cols[:3]] == ["sar", "optical", "output"]:
-                continue
-            if len(cols) not in (3, 4) or not all(cols[:3]):
-                raise InputError(f"scene list '{p}', line {lineno}: expected 'sar,optical,output[,cloud_mask]', got {text!r}")
-            full = [str(base / c) if c and not os.path.isabs(c) else c for c in cols]
-            jobs.append((full[0], full[1], full[2], full[3] if len(full) == 4 and full[3] else None))
+    lines: list[int] = []
+    try:
+        text_all = p.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"scene list '{p}': not UTF-8 text (byte {exc.start}); save it as UTF-8 (plain CSV/TSV)") from None
+    for lineno, line in enumerate(text_all.splitlines(), 1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        delim = "\t" if "\t" in text else ","
+        cols = [c.strip() for c in next(csv.reader([text], delimiter=delim))]
+        while cols and not cols[-1]:
+            cols.pop()
+        if [c.lower() for c in cols[:3]] == ["sar", "optical", "output"]:
+            continue
+        if len(cols) not in (3, 4) or not all(cols[:3]):
+            raise InputError(f"scene list '{p}', line {lineno}: expected 'sar,optical,output[,cloud_mask]', got {text!r}")
+        full = [str(base / c) if c and not os.path.isabs(c) else c for c in cols]
+        jobs.append((full[0], full[1], full[2], full[3] if len(full) == 4 and full[3] else None))
+        lines.append(lineno)
     if not jobs:
         raise InputError(f"scene list '{p}': no scenes in it")
+    _check_list_outputs(jobs, lines)
     return jobs
+
+
+def _check_list_outputs(jobs: list[tuple[str, str, str, str | None]], lines: list[int]) -> None:
+    """No two rows write the same file, and no row writes over any row's input."""
+    from ..outputs import check_outputs
+
+    check_outputs(
+        {f"output of line {n}": job[2] for n, job in zip(lines, jobs, strict=True)},
+        {f"input of line {n}": [x for x in (job[0], job[1], job[3]) if x] for n, job in zip(lines, jobs, strict=True)},
+    )
 
 
 def _progress(label: str) -> tuple[Callable[[float], None], Callable[[], None]]:

@@ -339,10 +339,12 @@ def finish_pixels(
     if np.dtype(dtype).kind in "ui":
         info = np.iinfo(dtype)
         np.clip(np.rint(out, out=out), info.min, info.max, out=out)
-    # a restored pixel must not read as nodata (nodata = every band equal to the nodata value)
-    clash = ~invalid & np.all(out == nd, axis=0)
+    # GeoTIFF declares one nodata value for every band, and GDAL / QGIS hide any band value equal to
+    # it: a valid pixel must not hold it in ANY band (e.g. a true 0 DN in the cirrus band B10 with
+    # nodata 0), so such values move by 1 DN (1e-4 reflectance) away from it
+    clash = (out == nd) & ~invalid
     if clash.any():
-        out[:, clash] = nd + (1 if nd < 1 else -1)
+        out[clash] = nd + (1 if nd < 1 else -1)
     out[:, invalid] = nd
     return out, mean[n] >= 0.5
 

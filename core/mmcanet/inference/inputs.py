@@ -14,14 +14,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
+
 from ..alignment import Aligned, align_to, check_sar_values, detect_sar_units, sample_sar
 from ..bands import B10_FILL_DN, S1_BANDS, normalise_band_name, s2_file_bands
 from ..errors import InputError
+from ..modelfile import default_model_path
 from ..normalization import Normalization
 from ..options import RestoreOptions, validate
-from ..raster_io import RasterInfo, check_readable, check_writable, open_raster
+from ..outputs import check_outputs
+from ..raster_io import RasterInfo, check_readable, check_writable, open_raster, read_window
 from ..reporting import Reporter
 from ..stacking import open_input
+from ..windows import Window
+
+REFLECTANCE_P99 = 2.0
+"""Floating-point optical pixels whose 99th percentile is at most this are reflectance (0-1), not DN."""
 
 
 class ModelCardLike(Protocol):
@@ -94,6 +102,62 @@ def sar_band_order(info: RasterInfo, what: str) -> tuple[int, int]:
     return 1, 2
 
 
+def check_optical_values(ds: Any, info: RasterInfo, what: str) -> None:
+    """Refuse optical pixels that are not Sentinel-2 digital numbers (reflectance x 10000).
+
+    Complex pixels, 8-bit images (a picture scaled for display) and floating-point reflectance on the
+    0-1 scale would all be restored as if they were DN, giving back the cloudy image or nonsense.
+
+    Raises:
+        InputError: naming the input, what was found and how to convert it.
+    """
+    if info.dtype.kind == "c":
+        raise InputError(f"{what}: has complex ({info.dtype}) pixels; expected Sentinel-2 digital numbers "
+                         "(reflectance x 10000, uint16)")
+    if info.dtype == np.uint8:
+        raise InputError(
+            f"{what}: has 8-bit pixels (0-255), a picture scaled for display rather than Sentinel-2 reflectance; "
+            "give the bands as delivered (uint16 digital numbers = reflectance x 10000)"
+        )
+    if info.dtype.kind != "f":
+        return
+    w, h = info.width, info.height
+    sw, sh = min(64, w), min(64, h)
+    values = []
+    for fy in np.linspace(0, 1, 3):
+        for fx in np.linspace(0, 1, 3):
+            win = Window(int(round(fx * (w - sw))), int(round(fy * (h - sh))), sw, sh)
+            a = read_window(ds, win, what).astype(np.float32)
+            ok = np.isfinite(a).all(axis=0) & (a != 0).any(axis=0)
+            if info.nodata[0] is not None:
+                ok &= ~(a == np.float32(info.nodata[0])).all(axis=0)
+            values.append(a[:, ok].ravel())
+    v = np.concatenate(values)
+    if v.size and float(np.percentile(v, 99)) <= REFLECTANCE_P99:
+        raise InputError(
+            f"{what}: its values (99th percentile {float(np.percentile(v, 99)):.3g}) are reflectance on the 0-1 "
+            "scale; the model needs digital numbers = reflectance x 10000. Convert first, e.g. "
+            "gdal_translate -scale 0 1 0 10000 -ot UInt16 in.tif out.tif"
+        )
+
+
+def output_dtype(info: RasterInfo) -> np.dtype:
+    """Data type of the restored output: uint16 for unsigned DN, int16 for signed DN (a negative nodata
+    such as -9999 stays representable), float32 for floating-point DN."""
+    if info.dtype.kind == "f":
+        return np.dtype(np.float32)
+    nodata = info.nodata[0]
+    if info.dtype.kind == "i" and nodata is not None and nodata < 0:
+        if nodata < np.iinfo(np.int16).min:
+            raise InputError(f"optical image '{info.path}': nodata {nodata:g} does not fit a 16-bit output; "
+                             "set a nodata value between -32768 and 65535")
+        return np.dtype(np.int16)
+    if nodata is not None and nodata > np.iinfo(np.uint16).max:
+        raise InputError(f"optical image '{info.path}': nodata {nodata:g} does not fit a 16-bit output; "
+                         "set a nodata value between -32768 and 65535")
+    return np.dtype(np.uint16)
+
+
 def open_inputs(opts: RestoreOptions, rep: Reporter) -> SceneInputs:
     """Check the options' rules, then open and check every input and output (cheaply).
 
@@ -105,8 +169,8 @@ def open_inputs(opts: RestoreOptions, rep: Reporter) -> SceneInputs:
     sar_what = f"SAR image '{os.fspath(opts.sar)}'"
     opt_ds, opt_info = open_input(opts.optical, "optical image")
     names = optical_band_names(opt_info, opt_what, rep)
-    if opt_info.dtype.kind == "f":
-        rep.warn(f"{opt_what} has floating-point pixels; they are read as DN (reflectance x 10000)")
+    check_optical_values(opt_ds, opt_info, opt_what)
+    output_dtype(opt_info)
     sar_ds, sar_info = open_input(opts.sar, "SAR image", sar=True)
     sar_order = sar_band_order(sar_info, sar_what)
     check_readable(opt_ds, opt_what)
@@ -137,19 +201,16 @@ def open_inputs(opts: RestoreOptions, rep: Reporter) -> SceneInputs:
         check_readable(mask_ds, mask_what)
         mask = align_to(mask_ds, mask_info, opt_info, what=mask_what, ref_what=opt_what, resample="near", warn=rep.warn)
 
+    check_outputs(
+        {"output": opts.output, "mask output": opts.mask_output, "confidence output": opts.confidence_output},
+        {"optical image": opts.optical, "SAR image": opts.sar, "cloud mask": opts.cloud_mask,
+         "model file": opts.model or default_model_path()},
+    )
     output = check_writable(opts.output, "output")
     extra = {}
     for key, label in (("mask_output", "mask output"), ("confidence_output", "confidence output")):
         value = getattr(opts, key)
         extra[key] = check_writable(value, label) if value else None
-    ins = {Path(os.fspath(p)).expanduser().absolute() for p in (opts.sar, opts.optical, opts.cloud_mask) if p}
-    outs = [p for p in (output, extra["mask_output"], extra["confidence_output"]) if p is not None]
-    for p in outs:
-        if p in ins:
-            raise InputError(f"output '{p}' is also an input; choose another file name")
-    if len(set(outs)) != len(outs):
-        raise InputError(f"output files must differ: {', '.join(map(str, outs))}")
-
     nodata = opt_info.nodata[0]
     return SceneInputs(
         optical=opt_ds,

@@ -26,7 +26,7 @@ from ..options import RestoreOptions
 from ..raster_io import RasterWriter
 from ..reporting import IsCanceled, Log, Progress, Reporter
 from .blending import CHANGE_NODATA, MASK_NODATA
-from .inputs import ModelCardLike, SceneInputs, open_inputs
+from .inputs import ModelCardLike, SceneInputs, open_inputs, output_dtype
 from .runner import SceneRunner
 from .tuning import EngineTuning
 
@@ -57,7 +57,9 @@ class RestoreResult:
         overlap: overlap used (px).
         sar_units: ``"db"`` or ``"linear"`` (as read).
         sar_warped: the SAR was resampled onto the optical grid.
-        sar_coverage: fraction of the optical grid covered by SAR.
+        sar_coverage: fraction of the optical grid covered by SAR (bounding boxes, before the run).
+        sar_missing_fraction: fraction of the valid optical pixels that had no SAR value (NaN, SAR
+            nodata, outside its footprint); they were restored from the optical image alone.
         cloud_mask_source: ``"given"``, ``"detected"`` or ``"none"``.
         cloud_fraction: fraction of valid pixels masked as cloud or shadow (NaN without a mask).
         nodata_fraction: fraction of output pixels that are nodata.
@@ -91,6 +93,7 @@ class RestoreResult:
     seconds: float
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    sar_missing_fraction: float = 0.0
 
 
 def _tags(card: ModelCardLike, strategy: str, runner: SceneRunner, ins: SceneInputs, keep_clear: bool) -> dict[str, str]:
@@ -108,6 +111,22 @@ def _tags(card: ModelCardLike, strategy: str, runner: SceneRunner, ins: SceneInp
         "MMCANET_SAR": os.path.basename(ins.sar_info.path),
         "MMCANET_OPTICAL": os.path.basename(ins.optical_info.path),
     }
+
+
+def _report_missing_sar(runner: SceneRunner, ins: SceneInputs, rep: Reporter, writers: dict[str, RasterWriter]) -> float:
+    """Say how many valid pixels had no SAR (restored from the optical alone), in the log and the outputs' metadata."""
+    missing = runner.reader.sar_missing_px
+    fraction = missing / runner.valid_px if runner.valid_px else 0.0
+    if missing:
+        rep.warn(
+            f"{ins.sar_what} has no value (NaN, its nodata, or outside its footprint) on {fraction:.1%} of the "
+            f"valid optical pixels ({missing} px): they were restored from the optical image alone, without SAR "
+            "(lower quality under thick clouds there)"
+        )
+        for w in writers.values():
+            w.update_tags({"MMCANET_SAR_MISSING_FRACTION": f"{fraction:.6f}",
+                           "MMCANET_SAR_MISSING": "restored from the optical image alone where SAR has no value"})
+    return fraction
 
 
 def _apply_strategy(model: nn.Module, card: ModelCardLike, requested: str | None) -> str:
@@ -194,7 +213,7 @@ def _restore(
     common: dict[str, Any] = {"width": info.width, "height": info.height,
                               "geotransform": info.geotransform if info.georeferenced else None,
                               "crs_wkt": info.crs_wkt, "tags": tags}
-    out_dtype = np.dtype(np.uint16) if info.dtype.kind in "ui" else np.dtype(np.float32)
+    out_dtype = output_dtype(info)
     writers: dict[str, RasterWriter] = {}
     try:
         writers["output"] = RasterWriter(
@@ -212,6 +231,7 @@ def _restore(
                 descriptions=("mean_abs_change_reflectance",), what="confidence output", **common,
             )
         runner.run(writers)
+        sar_missing = _report_missing_sar(runner, ins, rep, writers)
         paths = {k: w.commit() for k, w in writers.items()}
     except BaseException:
         for w in writers.values():
@@ -243,6 +263,7 @@ def _restore(
         seconds=seconds,
         timings=dict(runner.timings),
         warnings=list(rep.warnings),
+        sar_missing_fraction=sar_missing,
     )
     rep.info(
         f"wrote {result.output} in {seconds:.1f} s ({total / 1e6 / max(seconds, 1e-9):.2f} Mpx/s; "

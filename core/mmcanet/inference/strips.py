@@ -30,7 +30,7 @@ class Strip:
     row_off: int
     s2_dn: np.ndarray  # (n_in, h, W) file dtype, file band order
     s1_db: np.ndarray  # (2, h, W) float32 dB, VV VH
-    invalid: np.ndarray  # bool (h, W): optical nodata or SAR missing
+    invalid: np.ndarray  # bool (h, W): optical nodata (written as nodata)
     mask: np.ndarray | None  # bool (h, W) given cloud mask (unknown = cloud)
 
 
@@ -59,6 +59,7 @@ class StripReader:
         self.height = height
         self.tuning = tuning
         self.seconds_background = 0.0
+        self.sar_missing_px = 0  # valid optical pixels without SAR (restored from the optical alone)
         # datasets whose blocks are released after each read chunk; the sources behind warped VRTs
         # are released when GDAL's cache holds more than tuning.source_cache_bytes (their blocks
         # straddle strips and are worth keeping briefly, but would otherwise fill the cache)
@@ -97,12 +98,18 @@ class StripReader:
                 invalid |= ~np.isfinite(s2).all(axis=0)
             s1 = strip.s1_db[:, rows, cs]
             read_into(ins.sar.dataset, win, s1, ins.sar_what, bands=list(ins.sar_order))
-            invalid |= ~np.isfinite(s1).all(axis=0)
+            # SAR missing (NaN, its nodata, outside its footprint, non-positive power) does not blank the
+            # optical pixel: the model gets "no SAR" there (NaN normalises to 0, what training's
+            # sar_dropout feeds) and restores from the optical image alone
+            no_sar = ~np.isfinite(s1).all(axis=0)
             if ins.sar.nodata is not None and math.isfinite(ins.sar.nodata):
-                invalid |= (s1 == np.float32(ins.sar.nodata)).any(axis=0)
+                no_sar |= (s1 == np.float32(ins.sar.nodata)).any(axis=0)
             if ins.sar_units == "linear":
-                invalid |= (s1 <= 0).any(axis=0)
+                no_sar |= (s1 <= 0).any(axis=0)
                 s1[...] = linear_to_db(s1)
+            if no_sar.any():
+                s1[:, no_sar] = np.nan
+                self.sar_missing_px += int((no_sar & ~invalid).sum())
             strip.invalid[rows, cs] = invalid
             if ins.mask is not None and strip.mask is not None:
                 m = read_window(ins.mask.dataset, win, ins.mask_what)[0]

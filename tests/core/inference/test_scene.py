@@ -219,7 +219,7 @@ def test_optical_in_geographic_crs_works(tmp_path: Path) -> None:
     np.testing.assert_array_equal(rasters.read(res.output), rasters.read(s2))
 
 
-def test_partial_overlap_restores_intersection_rest_nodata(make_s2, tmp_path: Path) -> None:  # noqa: ANN001
+def test_partial_overlap_restores_outside_the_sar_from_the_optical_alone(make_s2, tmp_path: Path) -> None:  # noqa: ANN001
     h, w = 40, 60
     s2 = make_s2(height=h, width=w)
     gt = (600000.0 + 300.0, 10.0, 0.0, 5000000.0, 0.0, -10.0)  # SAR starts at column 30
@@ -229,9 +229,12 @@ def test_partial_overlap_restores_intersection_rest_nodata(make_s2, tmp_path: Pa
         Identity(), Card(), RestoreOptions(sar=sar, optical=s2, output=tmp_path / "o.tif", keep_clear=False), log=logs.append
     )
     out, src = rasters.read(res.output), rasters.read(s2)
-    assert (out[:, :, :29] == 0).all()  # outside the SAR: nodata
-    np.testing.assert_array_equal(out[:, :, 31:], src[:, :, 31:])
+    np.testing.assert_array_equal(out, src)  # outside the SAR too: restored from the optical, never blanked
     assert res.sar_coverage == pytest.approx(0.5, abs=0.02) and any("50%" in m for m in logs)
+    assert res.sar_missing_fraction == pytest.approx(0.5, abs=0.02) and res.nodata_fraction == 0
+    assert any("restored from the optical image alone" in m for m in res.warnings)
+    tags = gdal.Open(str(res.output)).GetMetadata()
+    assert float(tags["MMCANET_SAR_MISSING_FRACTION"]) == pytest.approx(0.5, abs=0.02)
 
 
 def test_no_georeferencing_same_size_warns(make_s2, make_s1, tmp_path: Path) -> None:  # noqa: ANN001
@@ -271,7 +274,7 @@ def _bad_cases(tmp: Path) -> dict[str, tuple[dict, str]]:
         "no georef, other size": ({"sar": small}, "SAR image '.*small_nogeo.tif' has no georeferencing"),
         "output folder missing": ({"output": tmp / "missing" / "o.tif"}, "output '.*missing/o.tif': folder"),
         "output is a folder": ({"output": tmp / "adir"}, "output '.*adir': is a folder"),
-        "output is an input": ({"output": good_s2}, "is also an input"),
+        "output is an input": ({"output": good_s2}, "choose another output name"),
         "3-band cloud mask": ({"cloud_mask": mask3}, "cloud mask '.*mask3.tif' has 3 bands"),
         "bad sar units": ({"sar_units": "watts"}, "SAR units 'watts'"),
         "uncalibrated GRD numbers": ({"sar": grd}, "SAR image '.*grd.tif'.*uint16 values .*uncalibrated Sentinel-1 GRD"),
@@ -335,7 +338,7 @@ def test_model_error_leaves_no_file(make_s2, make_s1, tmp_path: Path) -> None:  
 # ---------------------------------------------------------------------------------------------------
 
 
-def test_nodata_in_either_input_gives_nodata_never_nan(tmp_path: Path) -> None:
+def test_optical_nodata_gives_nodata_a_sar_gap_does_not(tmp_path: Path) -> None:
     h, w = 40, 50
     arr = rasters.s2_array(h, w)
     arr[:, :5, :] = 0  # optical nodata rows
@@ -346,16 +349,16 @@ def test_nodata_in_either_input_gives_nodata_never_nan(tmp_path: Path) -> None:
     res = run(Constant(0.3), s1, s2, tmp_path / "o.tif", keep_clear=False,
               mask_output=tmp_path / "m.tif", confidence_output=tmp_path / "c.tif")
     out = rasters.read(res.output)
-    assert (out[:, :5] == 0).all() and (out[:, 20:25, 10:20] == 0).all()
-    assert (out[:, 5:20] == 3000).all()
+    assert (out[:, :5] == 0).all() and (out[:, 5:] == 3000).all()  # the SAR gap is restored, not blanked
     mask, change = rasters.read(res.mask_output)[0], rasters.read(res.confidence_output)[0]
-    assert (mask[:5] == 255).all() and (mask[20:25, 10:20] == 255).all() and set(np.unique(mask)) <= {0, 1, 255}
-    assert np.isfinite(change).all() and (change[:5] == -1).all() and (change[5:20] >= 0).all()
-    assert res.nodata_fraction == pytest.approx((5 * w + 50) / (h * w))
+    assert (mask[:5] == 255).all() and (mask[5:] != 255).all() and set(np.unique(mask)) <= {0, 1, 255}
+    assert np.isfinite(change).all() and (change[:5] == -1).all() and (change[5:] >= 0).all()
+    assert res.nodata_fraction == pytest.approx(5 * w / (h * w))
+    assert res.sar_missing_fraction == pytest.approx(50 / ((h - 5) * w))
 
 
-def test_warped_sar_gap_gives_nodata_at_most_one_pixel_wider(tmp_path: Path) -> None:
-    """A NaN gap in SAR on another grid: nodata over the gap (plus at most its bilinear 1-px ring), values elsewhere."""
+def test_warped_sar_gap_is_restored_from_the_optical_alone(tmp_path: Path) -> None:
+    """A NaN gap in SAR on another grid: no nodata anywhere (the gap is restored without SAR)."""
     h, w = 40, 50
     s2 = rasters.write_s2(tmp_path / "s2.tif", h, w)
     gt = (600000.0 - 50.0 - 4.0, 10.0, 0.0, 5000000.0 + 50.0 + 3.0, 0.0, -10.0)  # 5 px margin, sub-pixel shift
@@ -364,10 +367,8 @@ def test_warped_sar_gap_gives_nodata_at_most_one_pixel_wider(tmp_path: Path) -> 
     s1 = rasters.write_s1(tmp_path / "s1.tif", h + 10, w + 10, array=sar_arr, geotransform=gt)
     res = run(Constant(0.3), s1, s2, tmp_path / "o.tif", keep_clear=False)
     assert res.sar_warped
-    nodata = (rasters.read(res.output) == 0).all(axis=0)
-    assert nodata[16:20, 11:19].all()  # inside the gap
-    assert not nodata[:14].any() and not nodata[22:].any() and not nodata[:, :9].any() and not nodata[:, 21:].any()
-    assert (rasters.read(res.output)[:, ~nodata] == 3000).all()
+    assert (rasters.read(res.output) == 3000).all()
+    assert 32 / (h * w) <= res.sar_missing_fraction <= 96 / (h * w)  # the gap plus at most its bilinear ring
 
 
 def test_keep_clear_with_given_mask(tmp_path: Path) -> None:
