@@ -372,8 +372,14 @@ class TripletFolder(_SampleDataset):
         self.detector_shadows = detector_shadows
         infos = []
         for sid in self.ids:
-            infos.append(check_raster(self._path(sid, "s2_cloudy"), "s2"))
-            infos.append(check_raster(self._path(sid, "s2_cloudfree"), "s2"))
+            cloudy, clear = check_raster(self._path(sid, "s2_cloudy"), "s2"), check_raster(self._path(sid, "s2_cloudfree"), "s2")
+            if cloudy.count != clear.count:
+                raise InputError(
+                    f"{self.root}: sample {sid!r}: the cloudy image has {cloudy.count} bands and the cloud-free "
+                    f"reference {clear.count}; both must be Level-1C (13 bands) or both Level-2A (12 bands), else "
+                    "top-of-atmosphere is scored against surface reflectance"
+                )
+            infos += [cloudy, clear]
             s1 = self._path(sid, "s1")
             if self._require_s1:
                 infos.append(check_raster(s1, "s1"))

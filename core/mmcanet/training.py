@@ -444,7 +444,8 @@ def train(
                 if previous:
                     raise ConfigError(
                         f"run_dir {run_dir} holds another run ({', '.join(previous)}); continue it with --resume "
-                        "(resume = true), replace it with --overwrite (overwrite = true), or choose another run_dir"
+                        "(resume = true; QGIS: 'Resume'), replace it with --overwrite (overwrite = true; QGIS: "
+                        "'Start over'), or choose another run_dir"
                     )
         stop = stack.enter_context(_StopRequest())
         return _train(cfg, progress, is_canceled, say, log is None, rank, world, local_rank, device, distributed,

@@ -59,6 +59,7 @@ class TrainModelAlgorithm(MMCANetAlgorithm):
     LEARNING_RATE = "LEARNING_RATE"
     DEVICE = "DEVICE"
     RESUME = "RESUME"
+    OVERWRITE = "OVERWRITE"
     MAX_STEPS = "MAX_STEPS"
     CROP = "CROP"
     SEED = "SEED"
@@ -80,7 +81,9 @@ class TrainModelAlgorithm(MMCANetAlgorithm):
         "Validation data (optional): a folder never trained on; its metrics go into the model card.\n"
         "Architecture / strategy: mmcanet (SAR + optical), mmcanet_optical (no SAR), dsen2cr "
         "(comparator); the progressive restoration strategy.\n"
-        "Resume: continue from the checkpoint in the run folder (cancelling keeps one).\n\n"
+        "Resume: continue from the checkpoint in the run folder (cancelling keeps one). A run folder that "
+        "holds another run is refused unless you resume it or tick 'Start over' (which replaces its "
+        "checkpoint and metrics); two trainings cannot share a run folder.\n\n"
         "Progress is reported per optimiser step; Cancel stops between steps and keeps a checkpoint. "
         "The run folder holds checkpoints, metrics.csv and training curves; by default it is the "
         "output file's name with '_run' appended. Training on a CPU is slow: use a GPU (Device: cuda) "
@@ -114,6 +117,8 @@ class TrainModelAlgorithm(MMCANetAlgorithm):
         self.addParameter(device_parameter(self.DEVICE, tr("Device"), default("device", "auto")))
         self.addParameter(QgsProcessingParameterBoolean(
             self.RESUME, tr("Resume from the run folder's checkpoint"), defaultValue=False))
+        self.addParameter(QgsProcessingParameterBoolean(
+            self.OVERWRITE, tr("Start over: replace a previous run in the run folder"), defaultValue=False))
         self.addParameter(advanced(QgsProcessingParameterNumber(
             self.MAX_STEPS, tr("Stop after this many steps (0: no limit)"), type=INTEGER,
             defaultValue=default("max_steps", 0), minValue=0)))
@@ -144,6 +149,7 @@ class TrainModelAlgorithm(MMCANetAlgorithm):
             "lr": self.parameterAsDouble(parameters, self.LEARNING_RATE, context),
             "device": DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
             "resume": self.parameterAsBool(parameters, self.RESUME, context),
+            "overwrite": self.parameterAsBool(parameters, self.OVERWRITE, context),
             "max_steps": self.parameterAsInt(parameters, self.MAX_STEPS, context),
             "crop": self.parameterAsInt(parameters, self.CROP, context),
             "seed": self.parameterAsInt(parameters, self.SEED, context),

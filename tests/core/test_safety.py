@@ -542,3 +542,14 @@ def test_scene_list_with_one_output_twice_or_not_utf8_is_refused(tmp_path: Path,
     rc, err = _cli(capsys, "restore", "--list", str(tmp_path / "list.csv"))
     assert rc == 1 and "not UTF-8" in err
     assert not list(tmp_path.glob("*out*.tif")) and not list(tmp_path.glob("sortie*"))
+
+
+def test_evaluation_refuses_a_reference_of_another_processing_level(tmp_path: Path) -> None:
+    from mmcanet.datasets import TripletFolder
+
+    kw = {"epsg": rasters.UTM31N, "geotransform": rasters.default_geotransform()}
+    rasters.write_raster(tmp_path / "a_s2_cloudy.tif", rasters.s2_array(32, 32), **kw)
+    rasters.write_raster(tmp_path / "a_s2_cloudfree.tif", rasters.s2_array(32, 32, bands=12), **kw)
+    rasters.write_raster(tmp_path / "a_s1.tif", rasters.s1_array(32, 32), **kw)
+    with pytest.raises(InputError, match="13 bands and the cloud-free reference 12"):
+        TripletFolder(tmp_path)

@@ -111,3 +111,37 @@ def test_without_torch_provider_loads_and_run_explains_the_install(
     res = qgis_process(["run", "mmcanet:detect_clouds", "--", f"INPUT={scene['s2']}", f"OUTPUT={mask}"], environment)
     assert res.returncode == 0, res.stdout + res.stderr
     assert mask.is_file()
+
+
+def test_qgis_process_refuses_a_malformed_model_and_an_output_over_an_input(
+    qgis_process: Callable[..., Any], env: Callable[..., dict[str, str]], scene: dict[str, Path],
+    tiny_model: Path, tmp_path: Path,
+) -> None:
+    """Data safety through Processing (docs/RELIABILITY.md): the core's errors, no traceback, nothing written."""
+    import struct
+
+    raw = tiny_model.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + n])
+    card = json.loads(header["__metadata__"]["mmcanet_card"])
+    card["tile_size"] = "256"  # a string where a number belongs
+    header["__metadata__"]["mmcanet_card"] = json.dumps(card)
+    text = json.dumps(header).encode()
+    text += b" " * ((8 - len(text) % 8) % 8)
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + n :])
+    environment = env()
+    enable(qgis_process, environment)
+    out = tmp_path / "restored.tif"
+    res = qgis_process(["run", "mmcanet:remove_clouds", "--", f"SAR={scene['s1']}", f"OPTICAL={scene['s2']}",
+                        f"MODEL={bad}", "DEVICE=1", f"OUTPUT={out}"], environment)
+    text_out = res.stdout + res.stderr
+    assert res.returncode != 0 and "bad.safetensors" in text_out and "tile_size" in text_out, text_out
+    assert "Traceback" not in text_out and not out.exists()
+    before = scene["s2"].read_bytes()
+    (tmp_path / "alias").symlink_to(scene["s2"].parent, target_is_directory=True)  # the input through a symlink
+    res = qgis_process(["run", "mmcanet:detect_clouds", "--", f"INPUT={scene['s2']}",
+                        f"OUTPUT={tmp_path / 'alias' / scene['s2'].name}"], environment)
+    text_out = res.stdout + res.stderr
+    assert res.returncode != 0 and "choose another output name" in text_out, text_out
+    assert scene["s2"].read_bytes() == before
