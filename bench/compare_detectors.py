@@ -24,7 +24,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-from mmcanet.clouds.backends import PACKAGES, RulesDetector, S2CloudlessDetector, UkisDetector, missing_packages
+from mmcanet.clouds.backends import (
+    PACKAGES,
+    RulesDetector,
+    S2CloudlessDetector,
+    UkisDetector,
+    missing_packages,
+)
 from mmcanet.metrics import compute_metrics
 from osgeo import gdal
 
@@ -92,8 +98,8 @@ def _write_mask(mask: np.ndarray, like: Path, out: Path) -> None:
 
 def end_to_end(dets: dict[str, object]) -> None:
     """(b) restore each validation triplet with each detector's mask; mean and per-image metrics."""
-    from mmcanet.inference import RestoreOptions, load_model_for, restore_scene
     import torch
+    from mmcanet.inference import RestoreOptions, load_model_for, restore_scene
 
     torch.set_num_threads(2)
     model = load_model_for(None, torch.device("cpu"))
@@ -103,7 +109,7 @@ def end_to_end(dets: dict[str, object]) -> None:
         for folder, tid in VALIDATION:
             s1, s2p = folder / f"{tid}_s1.tif", folder / f"{tid}_s2_cloudy.tif"
             cloudy, target = _read(s2p) / 10000.0, _read(folder / f"{tid}_s2_cloudfree.tif") / 10000.0
-            variants = {name: (lambda d=det: d(cloudy)) for name, det in dets.items()}  # type: ignore[operator]
+            variants = {name: (lambda d=det, x=cloudy: d(x)) for name, det in dets.items()}  # type: ignore[operator]
             shipped = folder / f"{tid}_cloudmask.tif"
             rows.setdefault("identity (cloudy input)", []).append(compute_metrics(np.clip(cloudy, 0, 1), target))
             items = list(variants.items()) + ([("shipped SEN12MS-CR mask", None)] if shipped.exists() else [])

@@ -34,10 +34,9 @@ def test_rules_backend_is_the_rule_detector() -> None:
     assert np.array_equal(m.cloud, ref.cloud) and np.array_equal(m.shadow, ref.shadow)
 
 
-def test_auto_always_resolves_and_says_when_it_falls_back() -> None:
+def test_auto_resolves_to_the_built_in_detector() -> None:
     name, note = resolve("auto")
-    assert name in ("ukis", "rules")
-    assert (note is not None) == (name == "rules")
+    assert name == "rules" and note is None
 
 
 def test_unknown_detector_and_wrong_band_count_are_input_errors() -> None:
