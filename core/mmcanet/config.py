@@ -66,6 +66,7 @@ class TrainConfig:
         threads: torch CPU threads (0 = torch default).
         checkpoint_every: steps between checkpoints (also written at the end and on cancel).
         log_every: steps between metrics.csv rows / log lines.
+        val_every: steps between validations (0 = at the end of every epoch); also at the end.
         run_dir: folder for checkpoints, metrics.csv, curves.png.
         output: final model file (.safetensors).
         name: model name written into the card.
@@ -104,6 +105,7 @@ class TrainConfig:
     threads: int = 0
     checkpoint_every: int = 100
     log_every: int = 10
+    val_every: int = 0
     run_dir: str = "runs/default"
     output: str = "runs/default/model.safetensors"
     name: str = "mmcanet"

@@ -583,11 +583,12 @@ def _train(
                 progress(step / end)
             last_of_epoch = b == steps_per_epoch - 1
             done = step >= end
-            if step % cfg.log_every == 0 or last_of_epoch or done:
+            validate = done or (step % cfg.val_every == 0 if cfg.val_every else last_of_epoch)
+            if step % cfg.log_every == 0 or validate:
                 row: dict[str, Any] = {"step": step, "epoch": epoch, "lr": f"{lr:.3g}", "seconds": f"{time.perf_counter() - t0:.1f}"}
                 row.update({k2: f"{np.mean(v):.5f}" for k2, v in acc.items()})
                 acc = {}
-                if (last_of_epoch or done) and val_readers and rank == 0:
+                if validate and val_readers and rank == 0:
                     val_metrics = evaluate_samples(model, val_readers, device)
                     row.update({f"val_{k2}": f"{val_metrics[k2]:.4f}" for k2 in ("psnr", "ssim", "mae", "sam")})
                     row["val_identity_psnr"] = f"{val_metrics['identity_psnr']:.4f}"
