@@ -131,3 +131,57 @@ def test_compute_metrics_and_errors() -> None:
         compute_metrics(p, t[:, :10])
     with pytest.raises(ValueError, match="11x11"):
         ssim(p[:, :8, :8], t[:, :8, :8])
+
+
+# ------------------------------------------------------------------------- structure correlation
+
+
+def _fields(seed: int, shape: tuple[int, int] = (96, 96)) -> np.ndarray:
+    """Piecewise-constant 'fields' with edges (the structure the band-pass keeps), 3 bands, 0-1."""
+    rng = np.random.default_rng(seed)
+    h, w = shape
+    img = np.zeros((3, h, w), np.float32)
+    for _ in range(12):
+        r, c = rng.integers(0, h - 8), rng.integers(0, w - 8)
+        img[:, r:r + rng.integers(6, 30), c:c + rng.integers(6, 30)] = rng.uniform(0.05, 0.4, (3, 1, 1))
+    return img + 0.1
+
+
+def test_structure_correlation_values() -> None:
+    from mmcanet.metrics import structure_correlation
+
+    ref = _fields(1)
+    mask = np.zeros(ref.shape[1:], bool)
+    mask[20:80, 10:90] = True
+    assert structure_correlation(ref, ref, mask) == pytest.approx(1.0)
+    # a colour offset and a gain keep the structure: the band-pass removes the offset, Pearson the gain
+    assert structure_correlation(0.5 * ref + 0.2, ref, mask) == pytest.approx(1.0, abs=1e-6)
+    # a flat fill (the training-set mean under thick cloud) has no structure
+    assert structure_correlation(np.full_like(ref, 0.15), ref, mask) == 0.0
+    # inverted structure
+    assert structure_correlation(1.0 - ref, ref, mask) == pytest.approx(-1.0, abs=1e-6)
+    # another scene's structure: near zero, far from 1
+    assert abs(structure_correlation(_fields(2), ref, mask)) < 0.3
+    # heavy blur (what a network copying 20 m blocks or smoothing does) loses much of it
+    from mmcanet.metrics import _gaussian_blur
+    blurred = [structure_correlation(_gaussian_blur(ref, s), ref, mask) for s in (1.0, 3.0, 6.0)]
+    assert 0.99 > blurred[0] > blurred[1] > blurred[2]
+    assert blurred[2] < 0.8
+
+
+def test_structure_correlation_needs_enough_masked_pixels() -> None:
+    from mmcanet.metrics import structure_correlation
+
+    ref = _fields(3)
+    mask = np.zeros(ref.shape[1:], bool)
+    mask[:5, :5] = True  # 25 px < 64
+    assert math.isnan(structure_correlation(ref, ref, mask))
+    with pytest.raises(ValueError, match="mask shape"):
+        structure_correlation(ref, ref, mask[:10])
+
+
+def test_structure_correlation_small_images_do_not_fail() -> None:
+    from mmcanet.metrics import structure_correlation
+
+    ref = _fields(4, (20, 20))
+    assert structure_correlation(ref, ref, np.ones((20, 20), bool)) == pytest.approx(1.0)
