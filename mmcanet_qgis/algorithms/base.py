@@ -111,25 +111,6 @@ def core_callbacks(feedback: QgsProcessingFeedback | None) -> dict[str, Callable
     }
 
 
-def run_core_command(name: str, argv: list[str]) -> None:
-    """Run the core CLI subcommand ``mmcanet <name> <argv>`` in this process, with its own parser.
-
-    For core tools whose file-level entry point is their CLI command (simulate, detect): the command's
-    parser supplies the defaults, so nothing is restated here. Its errors propagate (see core_errors).
-    """
-    import argparse
-    import importlib
-
-    module = importlib.import_module(f"mmcanet.commands.{name}")
-    parser = argparse.ArgumentParser(prog="mmcanet", exit_on_error=False)
-    module.register(parser.add_subparsers())
-    try:
-        args = parser.parse_args([name, *argv])
-    except (argparse.ArgumentError, SystemExit) as exc:  # a parameter the command does not accept
-        raise QgsProcessingException(f"mmcanet {name} {' '.join(argv)}: invalid arguments ({exc})") from exc
-    args.func(args)
-
-
 class MMCANetAlgorithm(QgsProcessingAlgorithm):
     """Base of the provider's algorithms: name/group plumbing, translation and raster inputs.
 

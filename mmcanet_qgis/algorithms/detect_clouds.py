@@ -11,11 +11,11 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
-from .base import MMCANetAlgorithm, core_errors, run_core_command, tr
+from .base import MMCANetAlgorithm, core_callbacks, core_errors, tr
 
 
 class DetectCloudsAlgorithm(MMCANetAlgorithm):
-    """Parameters -> the core's `mmcanet detect` command (strip-wise, bounded memory), run in-process."""
+    """Parameters -> mmcanet.clouds.scene.detect_scene (strip-wise, bounded memory), with progress and cancel."""
 
     INPUT = "INPUT"
     OUTPUT = "OUTPUT"
@@ -45,5 +45,7 @@ class DetectCloudsAlgorithm(MMCANetAlgorithm):
         source = self.raster_path(parameters, self.INPUT, context)
         output = self.output_path(parameters, self.OUTPUT, context)
         with core_errors():
-            run_core_command("detect", ["--input", source, "--output", output])
+            from mmcanet.clouds.scene import detect_scene
+
+            detect_scene(source, output, **core_callbacks(feedback))
         return {self.OUTPUT: output}

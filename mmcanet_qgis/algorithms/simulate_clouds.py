@@ -13,7 +13,7 @@ from qgis.core import (
     QgsProcessingParameterRasterLayer,
 )
 
-from .base import INTEGER, MMCANetAlgorithm, core_errors, run_core_command, tr
+from .base import INTEGER, MMCANetAlgorithm, core_callbacks, core_errors, tr
 from .styling import style_on_load
 
 
@@ -27,7 +27,7 @@ def _thicknesses() -> tuple[str, ...]:
 
 
 class SimulateCloudsAlgorithm(MMCANetAlgorithm):
-    """Parameters -> the core's `mmcanet simulate` command (read, simulate, write), run in-process."""
+    """Parameters -> mmcanet.clouds.scene.simulate_scene (read, simulate, write), with progress and cancel."""
 
     INPUT = "INPUT"
     SEED = "SEED"
@@ -67,12 +67,12 @@ class SimulateCloudsAlgorithm(MMCANetAlgorithm):
         source = self.raster_path(parameters, self.INPUT, context)
         output = self.output_path(parameters, self.OUTPUT, context)
         opacity = self.output_path(parameters, self.OPACITY_OUTPUT, context)
-        argv = ["--input", source, "--output", output,
-                "--seed", str(self.parameterAsInt(parameters, self.SEED, context)),
-                "--thickness", _thicknesses()[self.parameterAsEnum(parameters, self.THICKNESS, context)]]
-        if opacity:
-            argv += ["--opacity-output", opacity]
+        seed = self.parameterAsInt(parameters, self.SEED, context)
+        thickness = _thicknesses()[self.parameterAsEnum(parameters, self.THICKNESS, context)]
         with core_errors():
-            run_core_command("simulate", argv)
+            from mmcanet.clouds.scene import simulate_scene
+
+            simulate_scene(source, output, seed=seed, thickness=thickness, opacity_output=opacity,
+                           **core_callbacks(feedback))
         style_on_load(context, output)
         return {self.OUTPUT: output, self.OPACITY_OUTPUT: opacity}

@@ -412,6 +412,25 @@ def test_cancel_stops_remove_clouds_and_leaves_no_output(
     assert not [p for p in tmp_path.iterdir() if p.name.startswith("restored")], "no temporary file left"
 
 
+@pytest.mark.parametrize("algorithm", ["detect_clouds", "simulate_clouds"])
+def test_cloud_tools_report_progress_and_stop_on_cancel(provider: Any, tmp_path: Path, algorithm: str) -> None:
+    """detect_clouds / simulate_clouds call the core with the feedback's progress and cancel, not an argv."""
+    s2 = rasters.write_s2(tmp_path / "s2.tif", 40, 48)
+    values: list[float] = []
+    feedback = QgsProcessingFeedback()
+    feedback.progressChanged.connect(values.append)
+    run(algorithm, {"INPUT": str(s2), "OUTPUT": str(tmp_path / "done.tif")}, feedback=feedback)
+    assert values and values[-1] == 100.0 and (tmp_path / "done.tif").exists()
+
+    cancelled = QgsProcessingFeedback()
+    cancelled.cancel()  # the user pressed Cancel before the first strip / step
+    out = tmp_path / "cancelled.tif"
+    with pytest.raises(QgsProcessingException) as err:
+        run(algorithm, {"INPUT": str(s2), "OUTPUT": str(out)}, feedback=cancelled)
+    assert "cancel" in str(err.value).lower()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith("cancelled") or "partial" in p.name]
+
+
 def test_cancel_stops_training_and_keeps_a_checkpoint(provider: Any, tmp_path: Path) -> None:
     data = _triplets(tmp_path / "data")
     out = tmp_path / "trained.safetensors"

@@ -1,5 +1,7 @@
 """Clouds: rule-based detection (Level-1C cloud / shadow masks) and simulation on clear images.
 
+Per array: :mod:`.detect`, :mod:`.simulate`; over whole raster files (CLI and QGIS): :mod:`.scene`.
+
 Names are imported lazily so that ``python -m mmcanet.clouds.simulate`` runs cleanly.
 """
 
@@ -16,6 +18,8 @@ _EXPORTS: dict[str, str] = {
     "SimulatedClouds": "simulate",
     "fit_cloud_brightness": "simulate",
     "simulate_clouds": "simulate",
+    "detect_scene": "scene",
+    "simulate_scene": "scene",
 }
 
 __all__ = sorted(_EXPORTS)
