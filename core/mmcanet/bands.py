@@ -29,6 +29,13 @@ B10_FILL_DN: float = 13.0
 """Value (DN) put into the missing cirrus band B10 of Level-2A inputs, by the engine and the training
 readers alike: the median B10 of the 61 cloud-free L1C patches in ../shared/data (clear-sky cirrus
 reflectance ~ 0.0013)."""
+S2_RESOLUTION_M: dict[str, int] = {
+    "B1": 60, "B2": 10, "B3": 10, "B4": 10, "B5": 20, "B6": 20, "B7": 20, "B8": 10, "B8A": 20,
+    "B9": 60, "B10": 60, "B11": 20, "B12": 20,
+}
+"""Native ground sampling distance (m) of each Sentinel-2 band; SEN12MS-CR and most stacks deliver all
+bands on the 10 m grid, so a 20 m band arrives as 2 x 2 blocks and a 60 m band as 6 x 6 blocks."""
+
 RGB_INDICES: tuple[int, int, int] = (3, 2, 1)
 """Indices of B4, B3, B2 (true colour) in the 13-band order."""
 

@@ -31,9 +31,10 @@ MAX_BATCH_SIZE = 256
 """Largest batch size the QGIS forms offer (the CLI takes any)."""
 DEFAULT_DEVICE = "auto"
 DEFAULT_BATCH_SIZE = 4
-DEFAULT_KEEP_CLEAR = True
+DEFAULT_KEEP_CLEAR = False  # restore every pixel: measured better on every validation image (docs/QUALITY.md)
 DEFAULT_SAR_UNITS = "auto"
 DEFAULT_FEATHER = 2
+DEFAULT_CLEAR_WEIGHT = 0.0
 
 PathLike = str | os.PathLike[str]
 
@@ -53,12 +54,18 @@ class RestoreOptions:
         tile_size: tile edge (px); None = the model card's.
         overlap: overlap between neighbouring tiles (px, at most half the tile); None = the model card's.
         batch_size: tiles per forward pass (halved automatically on CUDA out-of-memory).
-        keep_clear: keep input pixels where the cloud mask says clear (feathered edge).
+        keep_clear: keep input pixels where the cloud mask says clear (feathered edge). Off by default:
+            restoring every pixel also removes haze the detector misses, measured better on every
+            validation image (docs/QUALITY.md).
         sar_units: ``"auto"`` (detect), ``"db"`` or ``"linear"`` (power, converted to dB).
         mask_output: optional uint8 GeoTIFF of the cloud mask used (1 cloud/shadow, 0 clear, 255 nodata).
         confidence_output: optional float32 GeoTIFF of the per-pixel change: mean absolute change in
             reflectance over the bands (0 where the input was kept; -1 = nodata).
         feather: width (px) of the soft transition around masked clouds when keeping clear pixels.
+        smooth_coarse_bands: under cloud, feed the network the 20 m / 60 m bands Gaussian-smoothed instead
+            of as 2 x 2 / 6 x 6 blocks (removes the block grid from the fill; see :mod:`mmcanet.coarse_bands`).
+        clear_weight: with ``keep_clear``, the share (0-1) of the restored value in pixels the mask calls
+            clear: 0 keeps them exactly; higher values also remove haze the detector missed.
         threads: CPU threads for torch; None = automatic (see :func:`mmcanet.devices.configure_threads`).
     """
 
@@ -77,6 +84,8 @@ class RestoreOptions:
     mask_output: PathLike | None = None
     confidence_output: PathLike | None = None
     feather: int = DEFAULT_FEATHER
+    clear_weight: float = DEFAULT_CLEAR_WEIGHT
+    smooth_coarse_bands: bool = True
     threads: int | None = None
 
 
@@ -130,6 +139,8 @@ def problems(options: RestoreOptions) -> list[str]:
         found.append(f"SAR units '{options.sar_units}': choose one of {', '.join(SAR_UNITS)}")
     if options.feather < 0:
         found.append(f"feather {options.feather}: must be >= 0")
+    if not 0.0 <= options.clear_weight <= 1.0:
+        found.append(f"clear weight {options.clear_weight}: must be between 0 (keep clear pixels) and 1 (restore them)")
     if options.threads is not None and options.threads < 1:
         found.append(f"threads {options.threads}: must be >= 1 (or unset for automatic)")
     return found

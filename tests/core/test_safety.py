@@ -413,6 +413,7 @@ class _Identity(nn.Module):
 
 
 def _restore(s1: Path, s2: Path, out: Path, model: nn.Module | None = None, **kw: object) -> Any:
+    kw = {"keep_clear": True, "smooth_coarse_bands": False, **kw}  # exact-value plumbing, not the smoothing
     return restore_scene_with_model(model or _Constant(), _Card(), RestoreOptions(sar=s1, optical=s2, output=out, **kw))
 
 

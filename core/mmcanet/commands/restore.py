@@ -60,6 +60,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=d["keep_clear"],
         help="keep input pixels the cloud mask says are clear (default: %(default)s)",
     )
+    m.add_argument(
+        "--clear-weight",
+        type=float,
+        default=d["clear_weight"],
+        help="with --keep-clear, share of the restored value in clear pixels: 0 keeps them exactly, 0.5 also "
+        "halves haze the cloud detector missed, 1 restores them fully (default: %(default)s)",
+    )
+    m.add_argument(
+        "--smooth-coarse-bands",
+        action=argparse.BooleanOptionalAction,
+        default=d["smooth_coarse_bands"],
+        help="under cloud, give the network the 20 m / 60 m bands smoothed, not as blocks (default: %(default)s)",
+    )
     m.add_argument("--sar-units", choices=options.SAR_UNITS, default=d["sar_units"], help="default: %(default)s")
     m.add_argument("--threads", type=int, help="CPU threads for torch (default: all CPUs of this process)")
     m.add_argument("--gdal-cache-mb", type=int, default=256, help="GDAL block cache for this process (default: %(default)s)")
@@ -174,6 +187,8 @@ def run(args: argparse.Namespace) -> int:
         "overlap": args.overlap,
         "batch_size": args.batch_size,
         "keep_clear": args.keep_clear,
+        "clear_weight": args.clear_weight,
+        "smooth_coarse_bands": args.smooth_coarse_bands,
         "sar_units": args.sar_units,
         "threads": args.threads,
     }

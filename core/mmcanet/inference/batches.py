@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..bands import B10_FILL_DN
+from ..coarse_bands import smooth_coarse_under_mask
 from ..errors import MMCANetError
 from ..normalization import Normalization
 from ..reporting import Reporter
@@ -53,6 +54,8 @@ class BatchRunner:
         self.model, self.card, self.device, self.rep = model, card, device, rep
         self.norm: Normalization = card.normalization
         self.band_map = band_map
+        self.smooth_coarse_bands = True
+        """Smooth the coarse bands under cloud before the forward (:mod:`mmcanet.coarse_bands`)."""
         self.tile_shape = tile_shape
         self.batch_size = batch_size
         self.seconds = 0.0
@@ -139,6 +142,8 @@ class BatchRunner:
         given = [m for m in masks if m is not None]
         if len(given) == len(idx):
             m_t = torch.from_numpy(np.stack(given).astype(np.float32)[:, None]).to(self.device)
+            if self.smooth_coarse_bands:  # no block grid under cloud
+                s2_t = smooth_coarse_under_mask(s2_t, m_t, self.card.s2_bands)
         t1 = time.perf_counter()
         with torch.inference_mode():
             y = self.forward(s2_t, s1_t, m_t).float().clamp_(0.0, 1.0).cpu().contiguous().numpy()

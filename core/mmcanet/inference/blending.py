@@ -264,7 +264,9 @@ def feather(mask: np.ndarray, radius: int) -> np.ndarray:
     return np.clip(m, 0.0, 1.0).astype(np.float32)
 
 
-def restore_weight(mask: np.ndarray | None, invalid: np.ndarray, keep_clear: bool, radius: int) -> np.ndarray:
+def restore_weight(
+    mask: np.ndarray | None, invalid: np.ndarray, keep_clear: bool, radius: int, clear_weight: float = 0.0
+) -> np.ndarray:
     """How much of the restored value replaces the input in one tile (``alpha``).
 
     Args:
@@ -272,11 +274,14 @@ def restore_weight(mask: np.ndarray | None, invalid: np.ndarray, keep_clear: boo
         invalid: bool ``(h, w)`` nodata in either input (weight 0: the input, i.e. nodata, stays).
         keep_clear: keep clear input pixels (weight from :func:`feather`), else restore everything.
         radius: feather radius (px).
+        clear_weight: with ``keep_clear``, the weight of clear pixels (0: kept exactly).
 
     Returns:
         float32 ``(h, w)`` in [0, 1]; a tile whose weight is 0 everywhere need not run through the model.
     """
     alpha = feather(mask, radius) if keep_clear and mask is not None else np.ones(invalid.shape, np.float32)
+    if keep_clear and mask is not None and clear_weight > 0.0:
+        alpha = np.maximum(alpha, np.float32(clear_weight))
     alpha[invalid] = 0.0
     return alpha
 

@@ -95,6 +95,7 @@ class SceneRunner:
         self.reader = StripReader(ins, self.plan.tile_height, tuning)
         self.batches = BatchRunner(model, card, device, band_map, (self.plan.tile_height, self.plan.tile_width),
                                    opts.batch_size, rep, tuning)
+        self.batches.smooth_coarse_bands = opts.smooth_coarse_bands
         self.timings = {"read": 0.0, "read_background": 0.0, "detect": 0.0, "model": 0.0, "blend": 0.0, "write": 0.0}
         self.tiles_run = 0
         self.masked_px = 0
@@ -126,7 +127,7 @@ class SceneRunner:
             cm = self.detect(unit if self._detect_in_order else unit[self.detect_order])
             mask = np.asarray(cm.cloud) | np.asarray(cm.shadow)
             detect_s = time.perf_counter() - t1
-        alpha = blending.restore_weight(mask, invalid, self.opts.keep_clear, self.opts.feather)
+        alpha = blending.restore_weight(mask, invalid, self.opts.keep_clear, self.opts.feather, self.opts.clear_weight)
         return mask, alpha, detect_s, time.perf_counter() - t0
 
     def _map(self, fn: Callable[[_I], _O], items: list[_I]) -> list[_O]:

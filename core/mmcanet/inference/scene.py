@@ -106,6 +106,8 @@ def _tags(card: ModelCardLike, strategy: str, runner: SceneRunner, ins: SceneInp
         "MMCANET_TILE_SIZE": str(runner.tile_size),
         "MMCANET_OVERLAP": str(runner.overlap),
         "MMCANET_KEEP_CLEAR": "yes" if keep_clear else "no",
+        "MMCANET_CLEAR_WEIGHT": f"{runner.opts.clear_weight:g}" if keep_clear else "1",
+        "MMCANET_COARSE_BANDS": "smoothed under cloud in the network input (sigma 1 px 20 m, 3 px 60 m)",
         "MMCANET_CLOUD_MASK": runner.mask_source,
         "MMCANET_SAR_UNITS": ins.sar_units,
         "MMCANET_SAR": os.path.basename(ins.sar_info.path),

@@ -87,8 +87,14 @@ class Recorder(nn.Module):
         return s2.clone()
 
 
+PLUMBING = {"keep_clear": True, "smooth_coarse_bands": False}
+"""Settings of these plumbing tests unless a test says otherwise: the rules here are about keeping clear
+pixels and exact values, which the smoothing of coarse bands under cloud (tested on its own) would blur."""
+
+
 def run(model: nn.Module, s1: Path, s2: Path, out: Path, card: Card | None = None,
         tuning: EngineTuning | None = None, **kw) -> object:  # noqa: ANN003
+    kw = {**PLUMBING, **kw}
     return restore_scene_with_model(model, card or Card(), RestoreOptions(sar=s1, optical=s2, output=out, **kw),
                                     tuning=tuning)
 
@@ -226,7 +232,8 @@ def test_partial_overlap_restores_outside_the_sar_from_the_optical_alone(make_s2
     sar = rasters.write_s1(tmp_path / "s1.tif", h, 60, geotransform=gt)
     logs: list[str] = []
     res = restore_scene_with_model(
-        Identity(), Card(), RestoreOptions(sar=sar, optical=s2, output=tmp_path / "o.tif", keep_clear=False), log=logs.append
+        Identity(), Card(), RestoreOptions(sar=sar, optical=s2, output=tmp_path / "o.tif", keep_clear=False, smooth_coarse_bands=False),
+        log=logs.append
     )
     out, src = rasters.read(res.output), rasters.read(s2)
     np.testing.assert_array_equal(out, src)  # outside the SAR too: restored from the optical, never blanked
@@ -380,7 +387,7 @@ def test_keep_clear_with_given_mask(tmp_path: Path) -> None:
     mask = rasters.write_raster(tmp_path / "mask.tif", m, geotransform=rasters.default_geotransform())
     rec = Recorder()
     res = restore_scene_with_model(
-        Constant(0.5), Card(), RestoreOptions(sar=s1, optical=s2, output=tmp_path / "o.tif", cloud_mask=mask, feather=2)
+        Constant(0.5), Card(), RestoreOptions(sar=s1, optical=s2, output=tmp_path / "o.tif", cloud_mask=mask, feather=2, keep_clear=True)
     )
     out, src = rasters.read(res.output), rasters.read(s2)
     assert (out[:, 10:30, 20:40] == 5000).all()  # cloud: restored
@@ -549,7 +556,7 @@ def test_real_georeferenced_scene(shared_data: Path, tmp_path: Path) -> None:
     s1, s2 = d / "ROIs1868_summer_19_p30_s1.tif", d / "ROIs1868_summer_19_p30_s2_cloudy.tif"
     res = restore_scene_with_model(
         SmallConv(), Card(tile_size=128, overlap=32),
-        RestoreOptions(sar=s1, optical=s2, output=tmp_path / "o.tif", mask_output=tmp_path / "m.tif"),
+        RestoreOptions(sar=s1, optical=s2, output=tmp_path / "o.tif", mask_output=tmp_path / "m.tif", keep_clear=True),
     )
     out, src = rasters.read(res.output), rasters.read(s2)
     assert out.shape == src.shape == (13, 256, 256) and not res.sar_warped
@@ -574,3 +581,55 @@ def test_real_triplet_without_georeferencing(shared_data: Path, tmp_path: Path) 
     out, src = rasters.read(res.output), rasters.read(d / "1302_s2_cloudy.tif")
     valid = out.any(axis=0)
     np.testing.assert_array_equal(out[:, valid], np.clip(src[:, valid], 0, 10000))
+
+
+# ---------------------------------------------------------------------------------------------------
+# defaults of #17: every pixel restored; coarse bands smoothed under cloud; clear_weight with keep_clear
+# ---------------------------------------------------------------------------------------------------
+
+
+def _masked_scene(tmp_path: Path) -> tuple[Path, Path, Path]:
+    h, w = 48, 64
+    s2 = rasters.write_s2(tmp_path / "s2.tif", h, w)
+    s1 = rasters.write_s1(tmp_path / "s1.tif", h, w)
+    m = np.zeros((h, w), np.uint8)
+    m[12:36, 16:48] = 1
+    return s1, s2, rasters.write_raster(tmp_path / "mask.tif", m, geotransform=rasters.default_geotransform())
+
+
+def test_default_restores_every_pixel(tmp_path: Path) -> None:
+    s1, s2, mask = _masked_scene(tmp_path)
+    res = restore_scene_with_model(Constant(0.5), Card(), RestoreOptions(sar=s1, optical=s2, output=tmp_path / "o.tif",
+                                                                         cloud_mask=mask))
+    assert (rasters.read(res.output) == 5000).all()
+
+
+def test_clear_weight_blends_clear_pixels(tmp_path: Path) -> None:
+    s1, s2, mask = _masked_scene(tmp_path)
+    res = restore_scene_with_model(Constant(0.5), Card(), RestoreOptions(
+        sar=s1, optical=s2, output=tmp_path / "o.tif", cloud_mask=mask, keep_clear=True, clear_weight=0.25, feather=0))
+    out, src = rasters.read(res.output).astype(np.float64), rasters.read(s2).astype(np.float64)
+    assert (out[:, 12:36, 16:48] == 5000).all()
+    clear = np.ones(out.shape[1:], bool)
+    clear[12:36, 16:48] = False
+    np.testing.assert_allclose(out[:, clear], 0.25 * 5000 + 0.75 * src[:, clear], atol=1.0)
+    with pytest.raises(InputError, match="clear weight"):
+        restore_scene_with_model(Constant(0.5), Card(), RestoreOptions(
+            sar=s1, optical=s2, output=tmp_path / "p.tif", keep_clear=True, clear_weight=1.5))
+
+
+def test_model_sees_coarse_bands_smoothed_only_under_cloud(tmp_path: Path) -> None:
+    """An identity model returns what it saw: the restored file shows the network input, blended."""
+    s1, s2, mask = _masked_scene(tmp_path)
+    seen = {}
+    for smooth in (False, True):
+        res = restore_scene_with_model(Identity(), Card(), RestoreOptions(
+            sar=s1, optical=s2, output=tmp_path / f"{smooth}.tif", cloud_mask=mask, smooth_coarse_bands=smooth))
+        seen[smooth] = rasters.read(res.output).astype(np.int64)
+    raw, smoothed = seen[False], seen[True]
+    np.testing.assert_array_equal(raw, rasters.read(s2))
+    fine = [S2_BANDS_L1C.index(b) for b in ("B2", "B3", "B4", "B8")]
+    coarse = [S2_BANDS_L1C.index(b) for b in ("B1", "B5", "B11")]
+    np.testing.assert_array_equal(raw[fine], smoothed[fine])
+    np.testing.assert_array_equal(raw[:, :2], smoothed[:, :2])  # 10 px from the cloud: untouched
+    assert np.abs(raw[coarse, 20:28, 26:38] - smoothed[coarse, 20:28, 26:38]).mean() > 5  # DN
