@@ -73,7 +73,7 @@ def main() -> None:
             cloudy, ref = read(folder / f"{tid}_s2_cloudy.tif"), read(folder / f"{tid}_s2_cloudfree.tif")
             cloud = detect_clouds(cloudy).cloud
             results = {"input (cloudy)": cloudy}
-            for model, lab in zip(models, labels):
+            for model, lab in zip(models, labels, strict=True):
                 out = Path(tmp) / f"{tid}_{len(results)}.tif"
                 subprocess.run([exe, "restore", "--sar", str(folder / f"{tid}_s1.tif"), "--optical",
                                 str(folder / f"{tid}_s2_cloudy.tif"), "--output", str(out), "--model", model, flag, *extra],
