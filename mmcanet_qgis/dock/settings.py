@@ -23,7 +23,7 @@ class DockChoices:
     model_path: str = ""
     strategy: str = ""
     device: str = ""
-    keep_clear: bool = True
+    keep_clear: bool = False
     add_mask: bool = False
     tile_size: int = 0
     overlap: int = 0
