@@ -16,6 +16,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "core"))
 
+from mmcanet import __version__  # noqa: E402
 from mmcanet.config import load_config  # noqa: E402
 from mmcanet.modelfile import load_model, save_model  # noqa: E402
 from mmcanet.models import build_model, model_config  # noqa: E402
@@ -30,6 +31,7 @@ def main() -> None:
     args = ap.parse_args()
     trained, card = load_model(args.model, "cpu")
     cfg = load_config(args.config)
+    card.version = __version__  # the release that ships it (the trainer records the one that trained it)
     card.config = model_config(card.arch, **card.config)  # spell out every option, defaults included
     model = build_model(card.arch, card.strategy, **card.config)
     model.load_state_dict(trained.state_dict())
