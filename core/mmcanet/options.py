@@ -7,6 +7,7 @@ is loaded. Importable without numpy, torch or GDAL, so QGIS can use it at start-
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, fields
 from typing import Any
@@ -67,6 +68,11 @@ class RestoreOptions:
         clear_weight: with ``keep_clear``, the share (0-1) of the restored value in pixels the mask calls
             clear: 0 keeps them exactly; higher values also remove haze the detector missed.
         threads: CPU threads for torch; None = automatic (see :func:`mmcanet.devices.configure_threads`).
+        extent: area of interest ``(xmin, ymin, xmax, ymax)``; None = the whole optical image. Only the
+            optical pixels it touches are read, restored and written (snapped outward to the optical
+            grid, clipped to the image); the output covers exactly that window.
+        extent_crs: CRS of ``extent`` as GDAL reads it (``"EPSG:4326"``, WKT, PROJ string); None = the
+            optical image's CRS.
     """
 
     sar: PathLike
@@ -87,6 +93,8 @@ class RestoreOptions:
     clear_weight: float = DEFAULT_CLEAR_WEIGHT
     smooth_coarse_bands: bool = True
     threads: int | None = None
+    extent: tuple[float, float, float, float] | None = None
+    extent_crs: str | None = None
 
 
 def defaults() -> dict[str, Any]:
@@ -143,7 +151,24 @@ def problems(options: RestoreOptions) -> list[str]:
         found.append(f"clear weight {options.clear_weight}: must be between 0 (keep clear pixels) and 1 (restore them)")
     if options.threads is not None and options.threads < 1:
         found.append(f"threads {options.threads}: must be >= 1 (or unset for automatic)")
+    found += extent_problems(options.extent)
     return found
+
+
+def extent_problems(extent: Any) -> list[str]:
+    """What is wrong with an area of interest ``(xmin, ymin, xmax, ymax)`` (None: whole image, fine)."""
+    if extent is None:
+        return []
+    try:
+        values = [float(v) for v in extent]
+    except (TypeError, ValueError):
+        return [f"extent {extent!r}: expected four numbers xmin, ymin, xmax, ymax"]
+    if len(values) != 4 or not all(math.isfinite(v) for v in values):
+        return [f"extent {extent!r}: expected four finite numbers xmin, ymin, xmax, ymax"]
+    xmin, ymin, xmax, ymax = values
+    if not (xmin < xmax and ymin < ymax):
+        return [f"extent {values}: empty; xmin must be below xmax and ymin below ymax"]
+    return []
 
 
 def validate(options: RestoreOptions) -> None:

@@ -47,6 +47,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="CSV/TSV with lines 'sar,optical,output[,cloud_mask]' (relative paths: relative to FILE); "
         "restored in one process, and sharded across ranks under torchrun",
     )
+    io.add_argument(
+        "--extent", type=float, nargs=4, metavar=("XMIN", "YMIN", "XMAX", "YMAX"),
+        help="restore only this area of interest (default: the whole image); in the optical image's CRS "
+        "unless --extent-crs is given; snapped outward to the optical pixel grid",
+    )
+    io.add_argument("--extent-crs", help="CRS of --extent, e.g. EPSG:4326 (default: the optical image's)")
     m = p.add_argument_group("model and processing")
     m.add_argument("--model", help="model file (.safetensors); default: the bundled model")
     m.add_argument("--strategy", help="progressive strategy (default: the model card's)")
@@ -191,6 +197,8 @@ def run(args: argparse.Namespace) -> int:
         "smooth_coarse_bands": args.smooth_coarse_bands,
         "sar_units": args.sar_units,
         "threads": args.threads,
+        "extent": tuple(args.extent) if args.extent else None,
+        "extent_crs": args.extent_crs,
     }
     # the settings shared by every scene are checked before any model is loaded
     options.validate(RestoreOptions(sar="", optical="", output="", **common))

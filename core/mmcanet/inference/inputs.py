@@ -27,6 +27,7 @@ from ..raster_io import RasterInfo, check_readable, check_writable, open_raster,
 from ..reporting import Reporter
 from ..stacking import open_input
 from ..windows import Window
+from .area import crop_to_extent
 
 REFLECTANCE_P99 = 2.0
 """Floating-point optical pixels whose 99th percentile is at most this are reflectance (0-1), not DN."""
@@ -168,6 +169,10 @@ def open_inputs(opts: RestoreOptions, rep: Reporter) -> SceneInputs:
     opt_what = f"optical image '{os.fspath(opts.optical)}'"
     sar_what = f"SAR image '{os.fspath(opts.sar)}'"
     opt_ds, opt_info = open_input(opts.optical, "optical image")
+    if opts.extent is not None:  # an area of interest: from here on the optical image IS that window
+        opt_ds, opt_info, aoi = crop_to_extent(opt_ds, opt_info, opts.extent, opts.extent_crs, opt_what)
+        rep.info(f"area of interest: {aoi.width}x{aoi.height} px at column {aoi.col_off}, row {aoi.row_off} "
+                 "of the optical image")
     names = optical_band_names(opt_info, opt_what, rep)
     check_optical_values(opt_ds, opt_info, opt_what)
     output_dtype(opt_info)
