@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from mmcanet import options as core_options
 from qgis.core import (
     QgsProcessingContext,
+    QgsProcessingException,
     QgsProcessingFeedback,
     QgsProcessingParameterBoolean,
+    QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
+    QgsProcessingParameterExtent,
     QgsProcessingParameterFile,
     QgsProcessingParameterNumber,
     QgsProcessingParameterRasterDestination,
@@ -29,7 +33,7 @@ from .base import (
     device_parameter,
     tr,
 )
-from .styling import style_on_load
+from .styling import style_on_load, style_predicted_error
 
 MODEL_DEFAULT_STRATEGY = "model default"
 
@@ -72,8 +76,12 @@ class RemoveCloudsAlgorithm(MMCANetAlgorithm):
     OVERLAP = "OVERLAP"
     BATCH_SIZE = "BATCH_SIZE"
     OUTPUT = "OUTPUT"
+    EXTENT = "EXTENT"
     MASK_OUTPUT = "MASK_OUTPUT"
+    UNCERTAINTY_OUTPUT = "UNCERTAINTY_OUTPUT"
+    CHANGE_OUTPUT = "CHANGE_OUTPUT"
     CONFIDENCE_OUTPUT = "CONFIDENCE_OUTPUT"
+    """Old id of CHANGE_OUTPUT (it was called "Confidence"): still accepted, hidden, for saved models and scripts."""
 
     NAME = "remove_clouds"
     DISPLAY_NAME = "Remove clouds (Sentinel-1 + Sentinel-2)"
@@ -96,8 +104,19 @@ class RemoveCloudsAlgorithm(MMCANetAlgorithm):
         "Keep clear pixels: copy the input where the mask says clear, so only masked pixels change; off: "
         "every pixel comes from the network.\n"
         "Device: auto uses an NVIDIA GPU when PyTorch sees one, else the CPU.\n\n"
+        "Area of interest (optional): only the optical pixels inside this extent are read, restored and "
+        "written (snapped outward to the optical pixel grid); the outputs cover just that window, aligned "
+        "with the whole scene. Empty: the whole image. An extent without a CRS is in the optical image's CRS.\n\n"
         "Output: a GeoTIFF with the optical input's bands, grid, CRS and data type, shown in true "
-        "colour (B4, B3, B2). Optional: the cloud mask that was used and a per-pixel confidence layer.\n"
+        "colour (B4, B3, B2). Optional:\n"
+        "- Cloud mask used: 1 = cloud or shadow, 0 = clear.\n"
+        "- Predicted error (reflectance): per pixel, the absolute error the model expects in its own "
+        "result (mean over bands, reflectance 0-1; 0.05 = 5 % reflectance), from the model's error head, "
+        "calibrated on real validation images. Shown in fixed classes (0.01, 0.02, 0.05, 0.1) so you can "
+        "hide or mask pixels above a threshold. Only models with an error head write it (the model "
+        "summary says so); others stop with a message.\n"
+        "- Mean absolute change (reflectance): how much each pixel changed from the input (0 where it was "
+        "kept). It is NOT a measure of trust: a large change can be right and a small one wrong.\n"
         "Advanced: tile size / overlap in pixels (left 'Not set': the values stored in the model file), "
         "batch size (tiles per step; lower it if memory runs out)."
     )
@@ -131,11 +150,21 @@ class RemoveCloudsAlgorithm(MMCANetAlgorithm):
         self.addParameter(advanced(QgsProcessingParameterNumber(
             self.BATCH_SIZE, tr("Tiles per batch"), type=INTEGER, defaultValue=core_options.DEFAULT_BATCH_SIZE,
             minValue=1, maxValue=core_options.MAX_BATCH_SIZE)))
+        self.addParameter(QgsProcessingParameterExtent(
+            self.EXTENT, tr("Area of interest (empty: the whole optical image)"), optional=True))
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, tr("Cloud-free Sentinel-2")))
         self.addParameter(QgsProcessingParameterRasterDestination(
             self.MASK_OUTPUT, tr("Cloud mask used"), optional=True, createByDefault=False))
         self.addParameter(QgsProcessingParameterRasterDestination(
-            self.CONFIDENCE_OUTPUT, tr("Confidence"), optional=True, createByDefault=False))
+            self.UNCERTAINTY_OUTPUT, tr("Predicted error (reflectance)"), optional=True, createByDefault=False))
+        self.addParameter(QgsProcessingParameterRasterDestination(
+            self.CHANGE_OUTPUT, tr("Mean absolute change (reflectance; not a measure of trust)"),
+            optional=True, createByDefault=False))
+        old_change = QgsProcessingParameterRasterDestination(
+            self.CONFIDENCE_OUTPUT, tr("Mean absolute change (old id CONFIDENCE_OUTPUT)"), optional=True,
+            createByDefault=False)
+        old_change.setFlags(old_change.flags() | QgsProcessingParameterDefinition.FlagHidden)
+        self.addParameter(old_change)
 
     def restore_options(self, parameters: dict[str, Any], context: QgsProcessingContext) -> dict[str, Any]:
         """Keyword arguments of mmcanet.options.RestoreOptions for these parameters (runs nothing)."""
@@ -155,9 +184,38 @@ class RemoveCloudsAlgorithm(MMCANetAlgorithm):
             "overlap": overlap,
             "batch_size": self.parameterAsInt(parameters, self.BATCH_SIZE, context),
             "mask_output": self.output_path(parameters, self.MASK_OUTPUT, context),
-            "confidence_output": self.output_path(parameters, self.CONFIDENCE_OUTPUT, context),
+            "uncertainty_output": self.output_path(parameters, self.UNCERTAINTY_OUTPUT, context),
+            "change_output": self.change_output(parameters, context),
         }
-        return options
+        options.update(self.area_of_interest(parameters, context))
+        return _for_this_core(options)
+
+    def change_output(self, parameters: dict[str, Any], context: QgsProcessingContext) -> str | None:
+        """CHANGE_OUTPUT, or the same output given under its old id CONFIDENCE_OUTPUT."""
+        new = self.output_path(parameters, self.CHANGE_OUTPUT, context)
+        old = self.output_path(parameters, self.CONFIDENCE_OUTPUT, context)
+        if new and old and new != old:
+            raise QgsProcessingException(tr(
+                "CHANGE_OUTPUT and CONFIDENCE_OUTPUT (its old name) name different files; give only CHANGE_OUTPUT"))
+        return new or old
+
+    def area_of_interest(self, parameters: dict[str, Any], context: QgsProcessingContext) -> dict[str, Any]:
+        """``{"extent": (xmin, ymin, xmax, ymax), "extent_crs": CRS or None}``; empty for the whole image.
+
+        The extent goes to the core in the CRS it was given in (None: the optical image's), and the core
+        transforms it onto the optical grid, the same way for QGIS, qgis_process and the CLI.
+        """
+        value = parameters.get(self.EXTENT)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return {}
+        rect = self.parameterAsExtent(parameters, self.EXTENT, context)
+        if rect.isNull() or rect.isEmpty():
+            raise QgsProcessingException(tr("Area of interest '{value}': empty or not an extent "
+                                            "(expected xmin,xmax,ymin,ymax [CRS])").format(value=value))
+        crs = self.parameterAsExtentCrs(parameters, self.EXTENT, context)
+        extent_crs = (crs.authid() or crs.toWkt()) if crs.isValid() else None
+        return {"extent": (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()),
+                "extent_crs": extent_crs}
 
     def _optional_int(self, parameters: dict[str, Any], name: str, context: QgsProcessingContext) -> int | None:
         """An optional integer parameter: None when not set (then the model card's value applies)."""
@@ -175,8 +233,29 @@ class RemoveCloudsAlgorithm(MMCANetAlgorithm):
 
             restore_scene(core_options.RestoreOptions(**options), **core_callbacks(feedback))
         style_on_load(context, options["output"])
+        style_on_load(context, options.get("uncertainty_output"), style_predicted_error)
+        change = options.get("change_output", options.get("confidence_output"))
         return {
             self.OUTPUT: options["output"],
             self.MASK_OUTPUT: options["mask_output"],
-            self.CONFIDENCE_OUTPUT: options["confidence_output"],
+            self.UNCERTAINTY_OUTPUT: options.get("uncertainty_output"),
+            self.CHANGE_OUTPUT: change,
+            self.CONFIDENCE_OUTPUT: change,
         }
+
+
+def _for_this_core(options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` with the field names of the installed core's RestoreOptions.
+
+    The core renamed ``confidence_output`` to ``change_output`` and added ``uncertainty_output``; with an
+    older core the change output goes under its old name, and a predicted-error request is refused.
+    """
+    known = {f.name for f in dataclasses.fields(core_options.RestoreOptions)}
+    if "change_output" not in known:
+        options["confidence_output"] = options.pop("change_output")
+    requested = options.get("uncertainty_output") if "uncertainty_output" not in known else None
+    options = {k: v for k, v in options.items() if k in known}
+    if requested:
+        raise QgsProcessingException(tr(
+            "This version of the MMCANet core library cannot write a predicted-error layer; update the plugin."))
+    return options

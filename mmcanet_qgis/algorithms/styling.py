@@ -1,8 +1,13 @@
-"""How restored rasters look when Processing loads them: true colour (B4, B3, B2), 2-98 % stretch."""
+"""How the plugin's rasters look when loaded: restored images in true colour (B4, B3, B2, 2-98 % stretch),
+the predicted-error layer in fixed reflectance classes on a sequential colour ramp."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
 from qgis.core import (
+    QgsColorRampShader,
     QgsContrastEnhancement,
     QgsMultiBandColorRenderer,
     QgsProcessingContext,
@@ -10,7 +15,10 @@ from qgis.core import (
     QgsProcessingLayerPostProcessorInterface,
     QgsRasterLayer,
     QgsRasterMinMaxOrigin,
+    QgsRasterShader,
+    QgsSingleBandPseudoColorRenderer,
 )
+from qgis.PyQt.QtGui import QColor
 
 TRUE_COLOUR_BANDS: tuple[int, int, int] = (4, 3, 2)
 """1-based band numbers of B4, B3, B2 in the 13-band Level-1C order (also the 12-band L2A order)."""
@@ -50,29 +58,92 @@ def style_true_colour(layer: QgsRasterLayer, bands: tuple[int, int, int] = TRUE_
     return True
 
 
-class TrueColourPostProcessor(QgsProcessingLayerPostProcessorInterface):
-    """Styles an output layer in true colour once Processing has loaded it (runs in the main thread)."""
+PREDICTED_ERROR_BAND = "predicted_abs_error"
+"""Band description of the predicted-error raster (``mmcanet restore --uncertainty-output``)."""
+ERROR_BREAKS: tuple[float, ...] = (0.01, 0.02, 0.05, 0.1)
+"""Class limits of the predicted-error style, in reflectance (0-1): fixed, so a legend reads the same on
+every scene and an analyst can threshold by class ("hide pixels whose predicted error is over 0.05")."""
+ERROR_COLOURS: tuple[str, ...] = ("#ffffb2", "#fecc5c", "#fd8d3c", "#f03b20", "#bd0026")
+"""One colour per class, light = small error to dark red = large (ColorBrewer YlOrRd, 5 classes)."""
 
-    _instances: list[TrueColourPostProcessor] = []
+
+def error_class_labels(breaks: tuple[float, ...] = ERROR_BREAKS) -> list[str]:
+    """Legend labels of the classes ``breaks`` make: '≤ 0.01', '0.01 – 0.02', …, '> 0.1'."""
+    labels = [f"≤ {breaks[0]:g}"]
+    labels += [f"{low:g} – {high:g}" for low, high in zip(breaks, breaks[1:], strict=False)]
+    labels.append(f"> {breaks[-1]:g}")
+    return labels
+
+
+def is_predicted_error_layer(layer: QgsRasterLayer) -> bool:
+    """True for a valid 1-band layer whose band is described ``predicted_abs_error``."""
+    return (layer.isValid() and layer.bandCount() == 1
+            and layer.bandName(1).rstrip().endswith(PREDICTED_ERROR_BAND))
+
+
+def style_predicted_error(layer: QgsRasterLayer, breaks: tuple[float, ...] = ERROR_BREAKS,
+                          hide_above: float | None = None) -> bool:
+    """Draw a predicted-error layer (reflectance) in fixed classes on a sequential ramp (Singleband pseudocolor).
+
+    Class ``i`` holds the values up to ``breaks[i]`` (the last one everything above ``breaks[-1]``), so
+    the legend says in reflectance how far off a pixel is expected to be. ``hide_above``: classes whose
+    lower limit is at or above it are drawn transparent (e.g. 0.05 leaves only pixels predicted within
+    0.05 coloured). Returns False (layer untouched) for anything but a 1-band layer.
+    """
+    if not layer.isValid() or layer.bandCount() != 1:
+        return False
+    if len(ERROR_COLOURS) < len(breaks) + 1:
+        raise ValueError(f"{len(breaks)} breaks need {len(breaks) + 1} colours, there are {len(ERROR_COLOURS)}")
+    ramp = QgsColorRampShader(0.0, breaks[-1])
+    ramp.setColorRampType(QgsColorRampShader.Discrete)
+    items = []
+    lows = (-math.inf, *breaks)
+    colours = ERROR_COLOURS[: len(breaks) + 1]
+    for upper, low, label, colour in zip((*breaks, math.inf), lows, error_class_labels(breaks), colours, strict=True):
+        color = QColor(colour)
+        if hide_above is not None and low >= hide_above:
+            color.setAlpha(0)
+        items.append(QgsColorRampShader.ColorRampItem(upper, color, label))
+    ramp.setColorRampItemList(items)
+    shader = QgsRasterShader()
+    shader.setRasterShaderFunction(ramp)
+    renderer = QgsSingleBandPseudoColorRenderer(layer.dataProvider(), 1, shader)
+    renderer.setClassificationMin(0.0)
+    renderer.setClassificationMax(breaks[-1])
+    layer.setRenderer(renderer)
+    layer.triggerRepaint()
+    return True
+
+
+class StylePostProcessor(QgsProcessingLayerPostProcessorInterface):
+    """Styles an output layer once Processing has loaded it (runs in the main thread)."""
+
+    _instances: list[StylePostProcessor] = []
+
+    def __init__(self, style: Callable[[QgsRasterLayer], bool]) -> None:
+        super().__init__()
+        self._style = style
 
     def postProcessLayer(  # noqa: N802 - QGIS API
         self, layer: QgsRasterLayer, context: QgsProcessingContext, feedback: QgsProcessingFeedback
     ) -> None:
         if isinstance(layer, QgsRasterLayer):
-            style_true_colour(layer)
+            self._style(layer)
 
     @classmethod
-    def create(cls) -> TrueColourPostProcessor:
+    def create(cls, style: Callable[[QgsRasterLayer], bool]) -> StylePostProcessor:
         """A new instance kept alive on the class: Processing holds only a C++ pointer to it."""
-        instance = cls()
+        instance = cls(style)
         cls._instances.append(instance)
         return instance
 
 
-def style_on_load(context: QgsProcessingContext, output: str) -> None:
-    """Ask Processing to style ``output`` (a layer id or path) in true colour when it loads it."""
-    if context.willLoadLayerOnCompletion(output):
-        context.layerToLoadOnCompletionDetails(output).setPostProcessor(TrueColourPostProcessor.create())
+def style_on_load(context: QgsProcessingContext, output: str | None,
+                  style: Callable[[QgsRasterLayer], bool] = style_true_colour) -> None:
+    """Ask Processing to style ``output`` (a layer id or path) with ``style`` (default: true colour) when
+    it loads it."""
+    if output and context.willLoadLayerOnCompletion(output):
+        context.layerToLoadOnCompletionDetails(output).setPostProcessor(StylePostProcessor.create(style))
 
 
 def copy_true_colour(reference: QgsRasterLayer, target: QgsRasterLayer) -> bool:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from mmcanet.options import tiling_problems
 from qgis.core import (
+    QgsCoordinateReferenceSystem,
     QgsCoordinateTransform,
     QgsCoordinateTransformContext,
     QgsCsException,
@@ -23,6 +24,7 @@ from . import contract
 
 # Fields a problem can be addressed to.
 SAR, OPTICAL, MASK, MODEL, ADVANCED, OUTPUT = "sar", "optical", "mask", "model", "advanced", "output"
+AREA = "area"
 
 _MIN_COVERAGE = 0.99
 """Below this fraction of the optical extent covered by SAR, warn that part of the image gets no SAR."""
@@ -180,3 +182,27 @@ def _crs_note(layer: QgsRasterLayer, optical: QgsRasterLayer) -> str:
     if layer.crs() == optical.crs():
         return ""
     return f" (compared after reprojecting {layer.crs().authid()} to {optical.crs().authid()})"
+
+
+def check_area(
+    extent: QgsRectangle | None,
+    extent_crs: QgsCoordinateReferenceSystem,
+    optical: QgsRasterLayer | None,
+    transform_context: QgsCoordinateTransformContext,
+) -> list[Problem]:
+    """The map extent chosen as area of interest must overlap the optical layer (None: whole layer, fine)."""
+    if extent is None or optical is None or not optical.isValid():
+        return []
+    if extent.isEmpty():
+        return [Problem(AREA, "The map shows no area; zoom to the area to restore or choose 'Whole layer'.")]
+    box = QgsRectangle(extent)
+    if extent_crs.isValid() and optical.crs().isValid() and extent_crs != optical.crs():
+        try:
+            box = QgsCoordinateTransform(extent_crs, optical.crs(), transform_context).transformBoundingBox(extent)
+        except QgsCsException:
+            return [Problem(AREA, "The map extent cannot be transformed to the optical layer's CRS; "
+                                  "zoom to the optical layer or choose 'Whole layer'.")]
+    if not box.intersects(optical.extent()):
+        return [Problem(AREA, f"The map shows nothing of '{optical.name()}'; zoom to the area to restore "
+                              "or choose 'Whole layer'.")]
+    return []

@@ -37,6 +37,8 @@ OVERLAP = _Algorithm.OVERLAP
 BATCH_SIZE = _Algorithm.BATCH_SIZE
 OUTPUT = _Algorithm.OUTPUT
 MASK_OUTPUT = _Algorithm.MASK_OUTPUT
+UNCERTAINTY_OUTPUT = _Algorithm.UNCERTAINTY_OUTPUT
+EXTENT = _Algorithm.EXTENT
 
 SAR_BAND_COUNTS: tuple[int, ...] = (2,)
 """Sentinel-1 input: VV and VH."""

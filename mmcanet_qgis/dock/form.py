@@ -23,6 +23,9 @@ from .contract import AlgorithmSpec
 from .settings import DockChoices
 
 BLOCKING_STYLE = "color: #b00020;"
+WHOLE_LAYER, MAP_EXTENT = "whole", "map_extent"
+AREAS: tuple[tuple[str, str], ...] = ((WHOLE_LAYER, "Whole layer"), (MAP_EXTENT, "Current map extent"))
+"""The area choices: key (remembered, sent to the widget) and label."""
 WARNING_STYLE = "color: #8a5a00;"
 
 
@@ -59,6 +62,14 @@ class ChoicesForm(QScrollArea):
         self.mask_combo = _layer_combo()
         self.mask_combo.setToolTip(self.tr("Optional: a 1-band cloud mask (1 = cloud); detected when empty"))
         self._add_row(form, self.tr("Cloud mask"), self.mask_combo, checks.MASK)
+        self.area_combo = QComboBox()
+        for key, label in AREAS:
+            self.area_combo.addItem(self.tr(label), key)
+        self.area_combo.setToolTip(self.tr(
+            "Whole layer: restore the whole optical image. Current map extent: restore only the optical "
+            "pixels inside what the map shows now (faster for a field, a town, a lake); the result covers "
+            "just that area, aligned with the optical image's pixels."))
+        self._add_row(form, self.tr("Area"), self.area_combo, checks.AREA)
 
         self.model_widget = QgsFileWidget()
         self.model_widget.setStorageMode(QgsFileWidget.GetFile)
@@ -81,6 +92,16 @@ class ChoicesForm(QScrollArea):
         self.add_mask_check = QCheckBox(self.tr("Add the cloud mask"))
         self.add_mask_check.setToolTip(self.tr("Also write the cloud/shadow mask that was used and add it as a layer"))
         form.addRow(self.add_mask_check)
+        self.add_error_check = QCheckBox(self.tr("Add predicted-error layer"))
+        self._error_tooltip = self.tr(
+            "Also write the model's predicted error for every pixel (reflectance, 0-1: the absolute error "
+            "it expects in its own result, mean over bands) and add it as a layer in fixed classes "
+            "≤ 0.01, 0.01–0.02, 0.02–0.05, 0.05–0.1, > 0.1 (light to dark red). Use it to decide where the "
+            "restored image can be believed: e.g. ignore pixels whose predicted error is over 0.05 (in "
+            "Layer Properties > Symbology make those classes transparent, or mask them with the Raster "
+            "Calculator). Kept clear pixels get a small error too, not zero.")
+        self.add_error_check.setToolTip(self._error_tooltip)
+        form.addRow(self.add_error_check)
 
         self.output_widget = QgsFileWidget()
         self.output_widget.setStorageMode(QgsFileWidget.SaveFile)
@@ -152,8 +173,10 @@ class ChoicesForm(QScrollArea):
             spin.valueChanged.connect(options)
         for combo in (self.strategy_combo, self.device_combo):
             combo.currentIndexChanged.connect(options)
-        for check in (self.keep_clear_check, self.add_mask_check):
+        for check in (self.keep_clear_check, self.add_mask_check, self.add_error_check):
             check.toggled.connect(options)
+        self.area_combo.currentIndexChanged.connect(changed)
+        self.area_combo.currentIndexChanged.connect(options)
         self.advanced_box.collapsedStateChanged.connect(options)
         self.reset_advanced_button.clicked.connect(self.reset_advanced)
 
@@ -167,6 +190,8 @@ class ChoicesForm(QScrollArea):
             device=self.device_combo.currentText(),
             keep_clear=self.keep_clear_check.isChecked(),
             add_mask=self.add_mask_check.isChecked(),
+            add_error=self.add_error_check.isChecked(),
+            area=self.area(),
             tile_size=self.tile_spin.value(),
             overlap=self.overlap_spin.value(),
             batch_size=self.batch_spin.value(),
@@ -181,11 +206,26 @@ class ChoicesForm(QScrollArea):
         self.device_combo.setCurrentText(choices.device)
         self.keep_clear_check.setChecked(choices.keep_clear)
         self.add_mask_check.setChecked(choices.add_mask)
+        self.add_error_check.setChecked(choices.add_error)
+        self.area_combo.setCurrentIndex(max(self.area_combo.findData(choices.area), 0))
         self.tile_spin.setValue(choices.tile_size)
         self.overlap_spin.setValue(choices.overlap)
         self.batch_spin.setValue(choices.batch_size)
         self.advanced_box.setCollapsed(choices.advanced_collapsed)
         self._output_folder = choices.output_folder
+
+    def area(self) -> str:
+        """The chosen area: WHOLE_LAYER or MAP_EXTENT."""
+        return str(self.area_combo.currentData() or WHOLE_LAYER)
+
+    def set_error_available(self, available: bool, why_not: str = "") -> None:
+        """Enable "Add predicted-error layer" only for a model that predicts its error (`why_not` as tooltip)."""
+        self.add_error_check.setEnabled(available)
+        self.add_error_check.setToolTip(self._error_tooltip if available else why_not)
+
+    def wants_error_layer(self) -> bool:
+        """The predicted-error layer is asked for and the model can write it."""
+        return self.add_error_check.isEnabled() and self.add_error_check.isChecked()
 
     def output_folder(self) -> str:
         """The folder of the last output file the user chose ("" when never chosen)."""

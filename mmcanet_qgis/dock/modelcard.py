@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mmcanet.modelfile import ModelCard
@@ -29,3 +29,16 @@ def read_model_card(path: str) -> ModelCard:
         return read_card(path)
     except MMCANetError as exc:
         raise CardError(str(exc)) from exc
+
+
+def predicts_error(card: Any) -> bool:
+    """Whether the model behind `card` has an error head, i.e. can write the predicted-error layer.
+
+    The card says so itself (`ModelCard.has_error_head`); a card written before that property existed
+    keeps the flag in its architecture configuration.
+    """
+    flag = getattr(card, "has_error_head", None)
+    if flag is None:
+        config = getattr(card, "config", None)
+        flag = isinstance(config, dict) and config.get("error_head", False)
+    return bool(flag)

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from qgis.core import QgsLayerTreeGroup, QgsProject, QgsRasterLayer
 
-from ..algorithms.styling import copy_true_colour, style_true_colour
+from ..algorithms.styling import copy_true_colour, style_predicted_error, style_true_colour
 from .preselect import OUTPUT_PROPERTY
 
-__all__ = ["COMPARE_STYLE", "add_above", "mark_output", "mask_layer_name", "restored_layer_name",
-           "style_mask", "style_pair"]
+__all__ = ["COMPARE_STYLE", "add_above", "error_layer_name", "mark_output", "mask_layer_name",
+           "restored_layer_name", "style_error", "style_mask", "style_pair"]
 
 COMPARE_STYLE = "MMCANet before/after"
 """Name of the style added to the cloudy layer (its other styles are kept)."""
@@ -29,6 +29,12 @@ def mask_layer_name(optical_name: str, area: str = "") -> str:
     """'<optical name> – cloud/shadow mask used (MMCANet)'."""
     where = f", {area}" if area else ""
     return f"{optical_name} – cloud/shadow mask used (MMCANet{where})"
+
+
+def error_layer_name(optical_name: str, area: str = "") -> str:
+    """'<optical name> – predicted error, reflectance (MMCANet)'."""
+    where = f", {area}" if area else ""
+    return f"{optical_name} – predicted error, reflectance (MMCANet{where})"
 
 
 def mark_output(layer: QgsRasterLayer, role: str) -> None:
@@ -65,3 +71,8 @@ def style_mask(layer: QgsRasterLayer, opacity: float = 0.5) -> None:
     """Cloud mask (0-1) drawn half transparent so the restored image shows through."""
     layer.setOpacity(opacity)
     layer.triggerRepaint()
+
+
+def style_error(layer: QgsRasterLayer) -> bool:
+    """Predicted error in fixed reflectance classes on a sequential ramp (`algorithms.styling`)."""
+    return style_predicted_error(layer)

@@ -195,24 +195,40 @@ def default_output(optical_source: str, optical_name: str, remembered_folder: st
     for n in range(1, 10_000):
         name = stem if n == 1 else f"{stem}_{n}"
         path = os.path.join(folder, name + ".tif")
-        if not any(os.path.exists(p) for p in (path, _mask_path(path))):
+        if not any(os.path.exists(p) for p in (path, _mask_path(path), _error_path(path))):
             return path
     raise RuntimeError(f"no free output name {stem}_N.tif in {folder}")
 
 
-def plan_outputs(output: str, add_mask: bool) -> tuple[str, str | None, list[str]]:
-    """`(output, mask_output or None, files the run creates)`; touches no disk.
+@dataclass(frozen=True)
+class OutputPlan:
+    """The files a run writes: the restored image, the optional cloud mask and predicted-error layer, and
+    `created`, those of them that do not exist yet (what a failed or cancelled run removes)."""
 
-    The mask goes next to the output as `<stem>_cloudmask.tif`. The created paths (files that do not
-    exist yet) are what a failed or cancelled run removes; a file that existed before is never removed.
+    output: str
+    mask_output: str | None
+    error_output: str | None
+    created: list[str]
+
+
+def plan_outputs(output: str, add_mask: bool, add_error: bool = False) -> OutputPlan:
+    """Where a run writes; touches no disk.
+
+    The mask goes next to the output as `<stem>_cloudmask.tif`, the predicted error as
+    `<stem>_prederror.tif`. A file that existed before is never listed in `created`, so never removed.
     """
     mask_output = _mask_path(output) if add_mask else None
-    created = [p for p in (output, mask_output) if p and not os.path.exists(p)]
-    return output, mask_output, created
+    error_output = _error_path(output) if add_error else None
+    created = [p for p in (output, mask_output, error_output) if p and not os.path.exists(p)]
+    return OutputPlan(output, mask_output, error_output, created)
 
 
 def _mask_path(output: str) -> str:
     return os.path.splitext(output)[0] + "_cloudmask.tif"
+
+
+def _error_path(output: str) -> str:
+    return os.path.splitext(output)[0] + "_prederror.tif"
 
 
 def _safe_name(name: str) -> str:

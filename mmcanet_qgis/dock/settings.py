@@ -25,6 +25,8 @@ class DockChoices:
     device: str = ""
     keep_clear: bool = False
     add_mask: bool = False
+    add_error: bool = False
+    area: str = "whole"
     tile_size: int = 0
     overlap: int = 0
     batch_size: int = 0

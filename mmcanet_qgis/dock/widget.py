@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from qgis.core import QgsProject, QgsRasterLayer
+from qgis.core import QgsCoordinateReferenceSystem, QgsProject, QgsRasterLayer, QgsRectangle
 from qgis.gui import QgsDockWidget
 from qgis.PyQt.QtCore import QTimer
 from qgis.PyQt.QtWidgets import (
@@ -26,7 +26,7 @@ from qgis.PyQt.QtWidgets import (
 from . import checks, contract, modelcard, preselect, results, settings
 from .compare import ComparePanel
 from .contract import AlgorithmSpec
-from .form import BLOCKING_STYLE, ChoicesForm
+from .form import BLOCKING_STYLE, MAP_EXTENT, ChoicesForm
 from .run import CANCELLED, FAILED, SUCCEEDED, RestoreRun, RunOutcome, default_output, plan_outputs
 
 MINIMUM_WIDTH = 260
@@ -65,6 +65,9 @@ class CloudRemovalDock(QgsDockWidget):
         self._project.layersAdded.connect(self._on_layers_added)
         self._project.layersRemoved.connect(self.revalidate)
         self._project.readProject.connect(self._on_project_read)
+        canvas = iface.mapCanvas() if iface is not None else None
+        if canvas is not None:  # the map extent is an input when "Current map extent" is chosen
+            canvas.extentsChanged.connect(self._on_map_moved)
         self.run_button.clicked.connect(self.run)
         self.cancel_button.clicked.connect(self.cancel)
         self._on_project_read()
@@ -122,6 +125,8 @@ class CloudRemovalDock(QgsDockWidget):
             form.mask_combo.currentLayer(),
             self._project.transformContext(),
         )
+        problems += checks.check_area(*self.area_of_interest(), form.optical_combo.currentLayer(),
+                                      self._project.transformContext())
         problems += self._check_model()
         if self._spec is not None:
             problems += checks.check_tiling(*self.effective_tiling(), form.batch_spin.value())
@@ -164,6 +169,7 @@ class CloudRemovalDock(QgsDockWidget):
             form.tile_spin.value(),
             form.overlap_spin.value(),
             form.batch_spin.value(),
+            form.area(),
         )
 
     def _reset_status_if_inputs_changed(self) -> None:
@@ -198,9 +204,19 @@ class CloudRemovalDock(QgsDockWidget):
         try:
             self._card = modelcard.read_model_card(path)
         except modelcard.CardError as exc:
+            self.form.set_error_available(False, self.tr("Choose a readable model file first."))
             return [checks.Problem(checks.MODEL, str(exc))]
         bundled = not self.form.model_widget.filePath()
-        self.form.model_summary.setText((self.tr("Bundled: ") if bundled else "") + self._card.summary())
+        summary = (self.tr("Bundled: ") if bundled else "") + self._card.summary()
+        if modelcard.predicts_error(self._card):
+            self.form.set_error_available(True)
+            summary += self.tr("; predicts its own error")
+        else:
+            self.form.set_error_available(False, self.tr(
+                "Model '{name}' has no error head, so it cannot predict its own error: choose a model "
+                "trained with one (its summary above then says 'predicts its own error')."
+            ).format(name=self._card.name))
+        self.form.model_summary.setText(summary)
         return []
 
     def _update_buttons(self) -> None:
@@ -216,6 +232,10 @@ class CloudRemovalDock(QgsDockWidget):
         seen = {layer.id() for layer in ordered if layer is not None}
         ordered += [layer for lid, layer in self._project.mapLayers().items() if lid not in seen]
         return [layer for layer in ordered if isinstance(layer, QgsRasterLayer)]
+
+    def _on_map_moved(self) -> None:
+        if self.form.area() == MAP_EXTENT and self._run is None:
+            self.revalidate()
 
     def _on_layers_added(self) -> None:
         self.form.preselect_layers(self._raster_layers(), self._project.transformContext())
@@ -234,14 +254,20 @@ class CloudRemovalDock(QgsDockWidget):
 
     # ---- running --------------------------------------------------------------------------------
 
+    def area_of_interest(self) -> tuple[QgsRectangle | None, QgsCoordinateReferenceSystem]:
+        """The map extent and its CRS when "Current map extent" is chosen; (None, invalid CRS) for the whole layer."""
+        canvas = self._iface.mapCanvas() if self._iface is not None else None
+        if self.form.area() != MAP_EXTENT or canvas is None:
+            return None, QgsCoordinateReferenceSystem()
+        return canvas.extent(), canvas.mapSettings().destinationCrs()
+
     def build_parameters(self) -> tuple[dict[str, Any], list[str]]:
         """The algorithm's parameters for the current choices, and the paths this run will create."""
         form = self.form
         sar, optical, mask = (c.currentLayer() for c in (form.sar_combo, form.optical_combo, form.mask_combo))
         assert sar is not None and optical is not None
-        output, mask_output, created = plan_outputs(
-            form.output_widget.filePath() or self.default_output(), form.add_mask_check.isChecked()
-        )
+        plan = plan_outputs(form.output_widget.filePath() or self.default_output(),
+                            form.add_mask_check.isChecked(), form.wants_error_layer())
         parameters: dict[str, Any] = {
             contract.SAR: sar.source(),
             contract.OPTICAL: optical.source(),
@@ -253,11 +279,19 @@ class CloudRemovalDock(QgsDockWidget):
             contract.TILE_SIZE: self._spec_value("tile_size", form.tile_spin.value()),
             contract.OVERLAP: self._spec_value("overlap", form.overlap_spin.value()),
             contract.BATCH_SIZE: form.batch_spin.value(),
-            contract.OUTPUT: output,
+            contract.OUTPUT: plan.output,
         }
-        if mask_output:
-            parameters[contract.MASK_OUTPUT] = mask_output
-        return parameters, created
+        if plan.mask_output:
+            parameters[contract.MASK_OUTPUT] = plan.mask_output
+        if plan.error_output:
+            parameters[contract.UNCERTAINTY_OUTPUT] = plan.error_output
+        extent, crs = self.area_of_interest()
+        if extent is not None:
+            # Processing's text form of an extent: "xmin,xmax,ymin,ymax [CRS]"; the core moves it onto the optical grid
+            where = f" [{crs.authid()}]" if crs.isValid() and crs.authid() else ""
+            parameters[contract.EXTENT] = (f"{extent.xMinimum()!r},{extent.xMaximum()!r},"
+                                           f"{extent.yMinimum()!r},{extent.yMaximum()!r}{where}")
+        return parameters, plan.created
 
     def _spec_value(self, key: str, value: int) -> int | None:
         """A tiling spin box's value as the algorithm takes it (None: the model card's)."""
@@ -276,7 +310,8 @@ class CloudRemovalDock(QgsDockWidget):
         self._finished_inputs = None
         parameters, created = self.build_parameters()
         os.makedirs(os.path.dirname(parameters[contract.OUTPUT]) or ".", exist_ok=True)
-        self._run_inputs = {"optical_id": optical.id(), "optical_name": optical.name()}
+        area = self.tr("map extent") if contract.EXTENT in parameters else ""
+        self._run_inputs = {"optical_id": optical.id(), "optical_name": optical.name(), "area": area}
         self._run = RestoreRun(self._algorithm, parameters, self._project, created)
         self._run.progress.connect(self._show_progress)
         self._run.logged.connect(self._log)
@@ -324,7 +359,8 @@ class CloudRemovalDock(QgsDockWidget):
 
     def _add_results(self, outputs: dict[str, Any]) -> None:
         optical_name = self._run_inputs.get("optical_name", "optical")
-        name = results.restored_layer_name(optical_name)
+        area = self._run_inputs.get("area", "")
+        name = results.restored_layer_name(optical_name, area)
         restored = QgsRasterLayer(str(outputs.get(contract.OUTPUT, "")), name)
         if not restored.isValid():
             message = self.tr("Failed: the restored file {path} cannot be read.")
@@ -334,7 +370,7 @@ class CloudRemovalDock(QgsDockWidget):
         original = self._project.mapLayer(anchor) if anchor else None
         mask_path = outputs.get(contract.MASK_OUTPUT)
         if mask_path:
-            mask = QgsRasterLayer(str(mask_path), results.mask_layer_name(optical_name))
+            mask = QgsRasterLayer(str(mask_path), results.mask_layer_name(optical_name, area))
             if mask.isValid():
                 results.mark_output(mask, "mask")
                 results.style_mask(mask)
@@ -342,6 +378,15 @@ class CloudRemovalDock(QgsDockWidget):
         results.mark_output(restored, "restored")
         same_style = results.style_pair(restored, original if isinstance(original, QgsRasterLayer) else None)
         results.add_above(self._project, restored, anchor)
+        error_path = outputs.get(contract.UNCERTAINTY_OUTPUT)
+        if error_path:
+            error = QgsRasterLayer(str(error_path), results.error_layer_name(optical_name, area))
+            if error.isValid():
+                results.mark_output(error, "predicted_error")
+                results.style_error(error)
+                results.add_above(self._project, error, restored.id())
+                self._log("info", self.tr("Added '{name}': the error the model expects per pixel, in reflectance; "
+                                          "hide it to see the restored image.").format(name=error.name()))
         self.compare_panel.set_layer(restored, original if isinstance(original, QgsRasterLayer) else None)
         self.progress_bar.setValue(100)
         self._set_status(self.tr("Done: added '{name}'.").format(name=name), "")

@@ -561,9 +561,11 @@ def test_default_output_is_a_named_file_next_to_the_optical_input(tmp_path):
     not_a_file = default_output("/vsicurl/https://x/y.tif", "S2 cloudy: 2019/07", "")
     assert not_a_file == os.path.join(os.path.expanduser("~"), "S2_cloudy__2019_07_cloudfree.tif")
 
-    output, mask, created = plan_outputs(first, True)
-    assert mask == str(tmp_path / "S2B_20190712_cloudfree_cloudmask.tif")
-    assert created == [mask]  # the existing file is not the run's to remove
+    plan = plan_outputs(first, True, add_error=True)
+    assert plan.mask_output == str(tmp_path / "S2B_20190712_cloudfree_cloudmask.tif")
+    assert plan.error_output == str(tmp_path / "S2B_20190712_cloudfree_prederror.tif")
+    assert plan.created == [plan.mask_output, plan.error_output]  # the existing file is not the run's to remove
+    assert plan_outputs(first, False).created == [] and plan_outputs(first, False).error_output is None
 
 
 def test_dock_output_defaults_and_remembered_folder(make_dock, provider, rasters, tmp_path):

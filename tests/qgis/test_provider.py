@@ -105,7 +105,8 @@ def test_restore_options_are_built_without_running(provider: Any, scene: dict[st
     assert options["strategy"] == "iterative" and options["device"] == "cpu"
     assert options["tile_size"] is None and options["overlap"] is None  # the model card's defaults
     assert options["keep_clear"] is False and options["cloud_mask"] is None
-    assert options["mask_output"] is None and options["confidence_output"] is None
+    assert options["mask_output"] is None and options.get("change_output", options.get("confidence_output")) is None
+    assert "extent" not in options  # no area of interest: the whole image
     assert not (tmp_path / "out.tif").exists()
     explicit = alg.restore_options({**params, "TILE_SIZE": 64, "OVERLAP": 0}, context)
     assert (explicit["tile_size"], explicit["overlap"]) == (64, 0)  # 0 is a real overlap, not "default"
