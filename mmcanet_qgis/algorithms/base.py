@@ -176,6 +176,25 @@ class MMCANetAlgorithm(QgsProcessingAlgorithm):
             )
         return layer.source()
 
+    def area_of_interest(self, parameters: dict[str, Any], name: str, context: QgsProcessingContext) -> dict[str, Any]:
+        """``{"extent": (xmin, ymin, xmax, ymax), "extent_crs": CRS or None}`` of the extent parameter
+        ``name``; empty when it is not set (the whole image).
+
+        The extent goes to the core in the CRS it was given in (None: the image's own), and the core
+        transforms it onto the image grid, the same way for QGIS, qgis_process and the CLI.
+        """
+        value = parameters.get(name)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return {}
+        rect = self.parameterAsExtent(parameters, name, context)
+        if rect.isNull() or rect.isEmpty():
+            raise QgsProcessingException(tr("Area of interest '{value}': empty or not an extent "
+                                            "(expected xmin,xmax,ymin,ymax [CRS])").format(value=value))
+        crs = self.parameterAsExtentCrs(parameters, name, context)
+        extent_crs = (crs.authid() or crs.toWkt()) if crs.isValid() else None
+        return {"extent": (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()),
+                "extent_crs": extent_crs}
+
     def output_path(self, parameters: dict[str, Any], name: str, context: QgsProcessingContext) -> str | None:
         """Destination file of the output parameter ``name``; None when an optional output is skipped."""
         if isinstance(self.parameterDefinition(name), QgsProcessingParameterRasterDestination):

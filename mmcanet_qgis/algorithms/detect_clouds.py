@@ -7,6 +7,7 @@ from typing import Any
 from qgis.core import (
     QgsProcessingContext,
     QgsProcessingFeedback,
+    QgsProcessingParameterExtent,
     QgsProcessingParameterRasterDestination,
     QgsProcessingParameterRasterLayer,
 )
@@ -18,6 +19,7 @@ class DetectCloudsAlgorithm(MMCANetAlgorithm):
     """Parameters -> mmcanet.clouds.scene.detect_scene (strip-wise, bounded memory), with progress and cancel."""
 
     INPUT = "INPUT"
+    EXTENT = "EXTENT"
     OUTPUT = "OUTPUT"
 
     NAME = "detect_clouds"
@@ -32,11 +34,16 @@ class DetectCloudsAlgorithm(MMCANetAlgorithm):
         "Output: a 1-band mask (uint8) on the input grid: 0 = clear, 1 = cloud, 2 = cloud shadow, "
         "255 = no data. Use it as the "
         "'Cloud mask' of 'Remove clouds', or to review what would be replaced. Dark water next to clouds "
-        "may be marked as shadow."
+        "may be marked as shadow.\n\n"
+        "Area of interest (optional): only the pixels inside this extent are read and written (snapped "
+        "outward to the image's pixel grid); empty: the whole image. An extent without a CRS is in the "
+        "image's CRS."
     )
 
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802, D102
         self.addParameter(QgsProcessingParameterRasterLayer(self.INPUT, tr("Sentinel-2")))
+        self.addParameter(QgsProcessingParameterExtent(
+            self.EXTENT, tr("Area of interest (empty: the whole image)"), optional=True))
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, tr("Cloud / shadow mask")))
 
     def processAlgorithm(  # noqa: N802, D102
@@ -44,8 +51,9 @@ class DetectCloudsAlgorithm(MMCANetAlgorithm):
     ) -> dict[str, Any]:
         source = self.raster_path(parameters, self.INPUT, context)
         output = self.output_path(parameters, self.OUTPUT, context)
+        area = self.area_of_interest(parameters, self.EXTENT, context)
         with core_errors():
             from mmcanet.clouds.scene import detect_scene
 
-            detect_scene(source, output, **core_callbacks(feedback))
+            detect_scene(source, output, **area, **core_callbacks(feedback))
         return {self.OUTPUT: output}

@@ -187,7 +187,7 @@ class RemoveCloudsAlgorithm(MMCANetAlgorithm):
             "uncertainty_output": self.output_path(parameters, self.UNCERTAINTY_OUTPUT, context),
             "change_output": self.change_output(parameters, context),
         }
-        options.update(self.area_of_interest(parameters, context))
+        options.update(self.area_of_interest(parameters, self.EXTENT, context))
         return _for_this_core(options)
 
     def change_output(self, parameters: dict[str, Any], context: QgsProcessingContext) -> str | None:
@@ -198,24 +198,6 @@ class RemoveCloudsAlgorithm(MMCANetAlgorithm):
             raise QgsProcessingException(tr(
                 "CHANGE_OUTPUT and CONFIDENCE_OUTPUT (its old name) name different files; give only CHANGE_OUTPUT"))
         return new or old
-
-    def area_of_interest(self, parameters: dict[str, Any], context: QgsProcessingContext) -> dict[str, Any]:
-        """``{"extent": (xmin, ymin, xmax, ymax), "extent_crs": CRS or None}``; empty for the whole image.
-
-        The extent goes to the core in the CRS it was given in (None: the optical image's), and the core
-        transforms it onto the optical grid, the same way for QGIS, qgis_process and the CLI.
-        """
-        value = parameters.get(self.EXTENT)
-        if value is None or (isinstance(value, str) and not value.strip()):
-            return {}
-        rect = self.parameterAsExtent(parameters, self.EXTENT, context)
-        if rect.isNull() or rect.isEmpty():
-            raise QgsProcessingException(tr("Area of interest '{value}': empty or not an extent "
-                                            "(expected xmin,xmax,ymin,ymax [CRS])").format(value=value))
-        crs = self.parameterAsExtentCrs(parameters, self.EXTENT, context)
-        extent_crs = (crs.authid() or crs.toWkt()) if crs.isValid() else None
-        return {"extent": (rect.xMinimum(), rect.yMinimum(), rect.xMaximum(), rect.yMaximum()),
-                "extent_crs": extent_crs}
 
     def _optional_int(self, parameters: dict[str, Any], name: str, context: QgsProcessingContext) -> int | None:
         """An optional integer parameter: None when not set (then the model card's value applies)."""

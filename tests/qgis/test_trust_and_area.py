@@ -59,7 +59,7 @@ def rendered_colours(layer: QgsRasterLayer) -> list[tuple[int, int, int, int]]:
     block = layer.renderer().block(1, layer.extent(), provider.xSize(), provider.ySize())
     colours = []
     for col in range(provider.xSize()):
-        rgba = block.color(0, col)
+        rgba = QColor.fromRgba(block.color(0, col))
         colours.append((rgba.red(), rgba.green(), rgba.blue(), rgba.alpha()))
     return colours
 
@@ -293,3 +293,14 @@ def test_dock_restores_the_map_extent(make_dock: Callable[[], Any], pair: Any, q
     assert got.xMaximum() - 10 < clip.xMaximum() <= got.xMaximum()
     assert got.yMaximum() - 10 < clip.yMaximum() <= got.yMaximum()
     assert (got.xMinimum() - x0) % 10 == pytest.approx(0) and (y0 - got.yMaximum()) % 10 == pytest.approx(0)
+
+
+def test_detect_clouds_on_an_area_of_interest(provider: Any, scene: dict[str, Path], tmp_path: Path) -> None:
+    import processing
+
+    x0, y0 = GT[0], GT[3]
+    processing.run("mmcanet:detect_clouds", {"INPUT": str(scene["s2"]), "OUTPUT": str(tmp_path / "m.tif"),
+                                             "EXTENT": f"{x0 + 50},{x0 + 250},{y0 - 300},{y0 - 100}"})
+    ds = gdal.Open(str(tmp_path / "m.tif"))
+    assert (ds.RasterXSize, ds.RasterYSize) == (20, 20)
+    assert ds.GetGeoTransform() == pytest.approx((x0 + 50, 10, 0, y0 - 100, 0, -10))

@@ -80,6 +80,8 @@ def detect_scene(
     shadows: bool = True,
     dilation: int = 1,
     strip_rows: int = STRIP_ROWS,
+    extent: tuple[float, float, float, float] | None = None,
+    extent_crs: str | None = None,
     progress: Progress | None = None,
     is_canceled: IsCanceled | None = None,
     log: Log | None = None,
@@ -95,6 +97,9 @@ def detect_scene(
         shadows: mark cloud shadows.
         dilation: cloud mask dilation (px, >= 0).
         strip_rows: rows detected at once (memory); the mask does not depend on it.
+        extent: area of interest ``(xmin, ymin, xmax, ymax)`` (None: the whole image); only the pixels it
+            touches are read and written, snapped outward to the input grid (as for a restore).
+        extent_crs: CRS of ``extent`` (None: the input's).
         progress: fraction done (0-1) after every strip.
         is_canceled: polled before every strip; True stops with CancelledError and leaves no file.
         log: receives the summary line.
@@ -103,6 +108,8 @@ def detect_scene(
         InputError: bad input or output (before any work).
         CancelledError: cancelled; nothing is left.
     """
+    from ..area import crop_to_extent
+    from ..options import extent_problems
     from ..stacking import open_input
     from .detect import detect_clouds
 
@@ -110,9 +117,13 @@ def detect_scene(
         raise InputError(f"dilation {dilation}: must be >= 0")
     if strip_rows < 1:
         raise InputError(f"strip rows {strip_rows}: must be >= 1")
+    if extent_problems(extent):
+        raise InputError("; ".join(extent_problems(extent)))
     rep = Reporter(log, logger, progress, is_canceled)
     what = f"input '{os.fspath(source)}'"
     ds, info = open_input(source, "input")  # a SAFE product or band folder is stacked on the fly
+    if extent is not None:
+        ds, info, _ = crop_to_extent(ds, info, extent, extent_crs, what)
     order, _ = s2_band_indices(info, "input")
     check_writable(output, "output")
     check_outputs({"output": output}, {"input": source})

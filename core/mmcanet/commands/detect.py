@@ -25,6 +25,9 @@ def register(sub: Any) -> None:
     p.add_argument("--binary", action="store_true", help="write 1 for cloud or shadow, 0 clear (255 no data)")
     p.add_argument("--no-shadows", action="store_true", help="do not mark cloud shadows")
     p.add_argument("--dilation", type=int, default=1, help="cloud mask dilation in pixels (default 1)")
+    p.add_argument("--extent", type=float, nargs=4, metavar=("XMIN", "YMIN", "XMAX", "YMAX"),
+                   help="only this area of interest (in the input's CRS unless --extent-crs); default: the whole image")
+    p.add_argument("--extent-crs", help="CRS of --extent, e.g. EPSG:4326 (default: the input's)")
     p.set_defaults(func=run)
 
 
@@ -33,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from ..clouds.scene import detect_scene
 
     result = detect_scene(args.input, args.output, binary=args.binary, shadows=not args.no_shadows,
-                          dilation=args.dilation, log=logger.info)
+                          dilation=args.dilation, extent=tuple(args.extent) if args.extent else None,
+                          extent_crs=args.extent_crs, log=logger.info)
     print(result.output)
     return 0

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..alignment import Aligned, align_to, check_sar_values, detect_sar_units, sample_sar
+from ..area import crop_to_extent
 from ..bands import B10_FILL_DN, S1_BANDS, normalise_band_name, s2_file_bands
 from ..errors import InputError
 from ..modelfile import default_model_path
@@ -27,7 +28,6 @@ from ..raster_io import RasterInfo, check_readable, check_writable, open_raster,
 from ..reporting import Reporter
 from ..stacking import open_input
 from ..windows import Window
-from .area import crop_to_extent
 
 REFLECTANCE_P99 = 2.0
 """Floating-point optical pixels whose 99th percentile is at most this are reflectance (0-1), not DN."""

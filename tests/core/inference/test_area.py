@@ -165,3 +165,16 @@ def test_cli_extent(pair: dict[str, Path], tmp_path: Path, tiny_model_file: Path
     ds = gdal.Open(str(out))
     assert (ds.RasterXSize, ds.RasterYSize) == (24, 20)
     assert ds.GetGeoTransform() == pytest.approx((GT[0] + 80, 10, 0, GT[3] - 40, 0, -10))
+
+
+def test_detect_on_an_area_of_interest_writes_only_that_window(pair: dict[str, Path], tmp_path: Path) -> None:
+    from mmcanet.clouds.scene import detect_scene
+
+    window = Window(16, 8, 30, 20)
+    detect_scene(pair["s2"], tmp_path / "mask.tif", extent=window_bounds(window, GT))
+    ds = gdal.Open(str(tmp_path / "mask.tif"))
+    assert (ds.RasterXSize, ds.RasterYSize) == (window.width, window.height)
+    assert ds.GetGeoTransform() == pytest.approx((GT[0] + 160, 10, 0, GT[3] - 80, 0, -10))
+    with pytest.raises(InputError, match="does not overlap"):
+        detect_scene(pair["s2"], tmp_path / "far.tif", extent=(0.0, 0.0, 10.0, 10.0))
+    assert not (tmp_path / "far.tif").exists()

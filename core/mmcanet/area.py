@@ -1,4 +1,4 @@
-"""Area of interest: restrict a restore to the optical pixels an extent touches.
+"""Area of interest: restrict a restore (or a cloud detection) to the optical pixels an extent touches.
 
 The optical dataset is replaced by an in-memory VRT of just that window (no pixels are copied), so
 everything downstream (SAR warped onto the optical grid, the cloud mask, the tile plan, the outputs)
@@ -14,9 +14,9 @@ from typing import Any
 
 from osgeo import gdal, osr
 
-from ..errors import InputError
-from ..raster_io import RasterInfo, gdal_call
-from ..windows import Bounds, Window, window_bounds, window_from_bounds
+from .errors import InputError
+from .raster_io import RasterInfo, gdal_call
+from .windows import Bounds, Window, window_bounds, window_from_bounds
 
 DENSIFY_POINTS = 21
 """Points per edge when an extent is transformed to the optical CRS (curved edges stay covered)."""
