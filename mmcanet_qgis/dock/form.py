@@ -92,7 +92,7 @@ class ChoicesForm(QScrollArea):
         self.add_mask_check = QCheckBox(self.tr("Add the cloud mask"))
         self.add_mask_check.setToolTip(self.tr("Also write the cloud/shadow mask that was used and add it as a layer"))
         form.addRow(self.add_mask_check)
-        self.add_error_check = QCheckBox(self.tr("Add predicted-error layer"))
+        self.add_error_check = QCheckBox(self.tr("Add predicted error"))
         self._error_tooltip = self.tr(
             "Also write the model's predicted error for every pixel (reflectance, 0-1: the absolute error "
             "it expects in its own result, mean over bands) and add it as a layer in fixed classes "
@@ -219,7 +219,7 @@ class ChoicesForm(QScrollArea):
         return str(self.area_combo.currentData() or WHOLE_LAYER)
 
     def set_error_available(self, available: bool, why_not: str = "") -> None:
-        """Enable "Add predicted-error layer" only for a model that predicts its error (`why_not` as tooltip)."""
+        """Enable "Add predicted error" only for a model that predicts its error (`why_not` as tooltip)."""
         self.add_error_check.setEnabled(available)
         self.add_error_check.setToolTip(self._error_tooltip if available else why_not)
 
