@@ -20,7 +20,8 @@ from mmcanet import __version__  # noqa: E402
 from mmcanet.config import load_config  # noqa: E402
 from mmcanet.modelfile import load_model, save_model  # noqa: E402
 from mmcanet.models import build_model, model_config  # noqa: E402
-from mmcanet.training import _open_source, evaluate_samples  # noqa: E402
+from mmcanet.datasets import open_source  # noqa: E402
+from mmcanet.evaluation import heldout_metrics  # noqa: E402
 
 
 def main() -> None:
@@ -36,8 +37,9 @@ def main() -> None:
     model = build_model(card.arch, card.strategy, **card.config)
     model.load_state_dict(trained.state_dict())
     model.eval()
-    readers = [_open_source(src, "val")[0] for src in cfg.val]
-    metrics = evaluate_samples(model, readers, __import__("torch").device("cpu"))
+    readers = [open_source(s.path, s.kind, "val", s.include, s.exclude)[0] for s in cfg.val]
+    # the scoring rule of `mmcanet evaluate` (mask given, card normalisation), so the card matches it
+    metrics = heldout_metrics(model, readers, __import__("torch").device("cpu"), card.normalization)
     card.metrics = {"heldout": {k: round(v, 4) for k, v in metrics.items()},
                     "heldout_images": [f"{Path(s.path).name} {s.include}" for s in cfg.val]}
     card.training["data"] = [f"{Path(s.path).name} (kind {s.kind}, exclude {s.exclude}, repeat {s.repeat})" for s in cfg.data]

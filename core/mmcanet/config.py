@@ -63,7 +63,11 @@ class TrainConfig:
         seed: global seed (data order, crops, augmentation, simulated clouds, init).
         device: auto, cpu or cuda.
         amp: bfloat16 autocast on CUDA.
-        threads: torch CPU threads (0 = torch default).
+        threads: torch CPU threads (0 = torch default; under torchrun the CPUs divided among the local ranks).
+        workers: data-loader worker processes per training process (-1 = auto: the CPUs of this process
+            minus one, at most 8; 0 = load in the training process). The samples do not depend on it.
+        cache_mb: decoded images kept in memory per loader worker (or per process without workers), in
+            MiB; a set smaller than this is read once, a larger one is re-read (least recently used first).
         checkpoint_every: steps between checkpoints (also written at the end and on cancel).
         log_every: steps between metrics.csv rows / log lines.
         val_every: steps between validations (0 = at the end of every epoch); also at the end.
@@ -103,6 +107,8 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True
     threads: int = 0
+    workers: int = -1
+    cache_mb: int = 1024
     checkpoint_every: int = 100
     log_every: int = 10
     val_every: int = 0
@@ -209,7 +215,9 @@ def _check(cfg: TrainConfig, source: str) -> None:
     for key in ("epochs", "batch_size", "checkpoint_every", "log_every"):
         if getattr(cfg, key) < 1:
             raise ConfigError(f"{source}: {key} must be >= 1, got {getattr(cfg, key)}")
-    for key in ("max_steps", "stop_at", "warmup_steps", "threads", "overlap"):
+    if cfg.workers < -1:
+        raise ConfigError(f"{source}: workers must be >= 0, or -1 for automatic, got {cfg.workers}")
+    for key in ("max_steps", "stop_at", "warmup_steps", "threads", "overlap", "cache_mb"):
         if getattr(cfg, key) < 0:
             raise ConfigError(f"{source}: {key} must be >= 0 (0 = {_ZERO_MEANS[key]}), got {getattr(cfg, key)}")
     if cfg.lr <= 0:
@@ -241,7 +249,7 @@ def _check(cfg: TrainConfig, source: str) -> None:
 
 
 _ZERO_MEANS = {"max_steps": "no limit", "stop_at": "off", "warmup_steps": "no warm-up", "threads": "torch default",
-               "overlap": "no overlap"}
+               "overlap": "no overlap", "cache_mb": "no cache"}
 
 
 def load_config(path: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> TrainConfig:

@@ -91,3 +91,28 @@ def configure_threads(device: torch.device, threads: int | None = None) -> int:
             threads = min(threads, 4)
     torch.set_num_threads(max(1, int(threads)))
     return torch.get_num_threads()
+
+
+def training_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+    """The device of one training process, made current BEFORE anything else touches CUDA.
+
+    Under ``torchrun`` each rank takes GPU ``LOCAL_RANK % device_count`` (so more ranks than GPUs
+    share them round-robin instead of failing), and ``torch.cuda.set_device`` is called here, before
+    the process group or the model creates a CUDA context on GPU 0.
+
+    Args:
+        name: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
+        local_rank: the rank on this machine (``LOCAL_RANK``).
+
+    Raises:
+        ConfigError: ``"cuda"`` requested but CUDA is not available.
+    """
+    from .errors import ConfigError
+
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise ConfigError("device 'cuda' requested but CUDA is not available (use device = \"auto\" or \"cpu\")")
+        dev = torch.device("cuda", local_rank % torch.cuda.device_count())
+        torch.cuda.set_device(dev)
+        return dev
+    return torch.device("cpu")

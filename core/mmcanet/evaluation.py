@@ -82,12 +82,15 @@ def open_evaluation_data(data_dir: str | os.PathLike[str], normalization: Normal
     p = Path(data_dir)
     if not p.is_dir():
         raise InputError(f"evaluation data folder not found: {p}")
-    names = [c.name for c in p.iterdir()]
-    if any(n.endswith("_s2_cloudy.tif") for n in names):
-        if any(n.endswith("_s1.tif") for n in names):
-            return ds.TripletFolder(p, normalization=normalization), "triplets"
+    try:
+        layout = ds.detect_layout(p)
+    except InputError:
+        layout = ""
+    if layout == "triplets":
+        return ds.TripletFolder(p, normalization=normalization), "triplets"
+    if layout == "pairs":
         return ds.CloudyClearPairs(p, normalization=normalization), "pairs"
-    if any(n.startswith("ROIs") and (p / n).is_dir() for n in names):
+    if layout == "sen12mscr":
         return ds.Sen12MSCR(p, split="test", normalization=normalization, validate="first"), "sen12mscr-test"
     raise InputError(
         f"{p}: not an evaluation data folder (expected {{id}}_s1.tif / {{id}}_s2_cloudy.tif / "
@@ -187,6 +190,92 @@ def _columns() -> list[str]:
     return ["id", "cloud_fraction", "has_sar"] + [f"{s}_{m}" for s in SOURCES for m in METRIC_NAMES]
 
 
+def score_image(
+    model: torch.nn.Module,
+    sample: dict[str, Any],
+    device: torch.device,
+    model_normalization: Normalization | None = None,
+    use_mask: bool = True,
+) -> tuple[dict[str, Any], np.ndarray]:
+    """Score the model and the identity baseline on one full image: THE scoring rule of the project.
+
+    ``mmcanet evaluate``, validation during training and the model card's held-out figures all call it,
+    so they agree on the same data. Protocol: see the module docstring.
+
+    Args:
+        model: ``model(s2 (1,13,H,W), s1 (1,2,H,W), mask (1,1,H,W) | None) -> (1,13,H,W)``, in eval mode.
+        sample: a reader sample (:mod:`mmcanet.datasets`) whose S2 is reflectance (DN / 10000).
+        device: the model's device.
+        model_normalization: the model's normalisation (S2 goes in / comes out through it).
+        use_mask: pass the sample's cloud mask to the model (else ``None``: the model estimates it).
+
+    Returns:
+        ``(row, restored)``: row with ``id``, ``cloud_fraction``, ``has_sar`` and ``{model,identity}_{metric}``;
+        restored reflectance ``(13, H, W)`` in [0, 1].
+    """
+    norm = model_normalization or Normalization()
+    cloudy = np.asarray(sample["s2_cloudy"], dtype=np.float32)  # reflectance 0-1
+    reference = np.asarray(sample["s2_clear"], dtype=np.float32)
+    s1 = np.asarray(sample["s1"], dtype=np.float32)
+    mask = np.asarray(sample["mask"], dtype=np.float32).reshape(1, *cloudy.shape[1:])
+    has_sar = float(np.asarray(sample.get("has_sar", 1.0))) > 0.5
+    x2 = torch.from_numpy(norm.s2_to_unit(cloudy * np.float32(10000.0)))[None].to(device)
+    x1 = torch.from_numpy(s1 if has_sar else np.zeros_like(s1))[None].to(device)
+    m = torch.from_numpy(mask)[None].to(device) if use_mask else None
+    with torch.inference_mode():
+        y = model(x2, x1, m) if m is not None else model(x2, x1)
+    restored = np.clip(y[0].float().cpu().numpy(), 0.0, 1.0) * np.float32(norm.s2_max_dn / 10000.0)
+    restored = np.clip(restored, 0.0, 1.0)
+    row: dict[str, Any] = {"id": str(sample.get("id", "")), "cloud_fraction": float(mask.mean()), "has_sar": int(has_sar)}
+    for src, img in (("model", restored), ("identity", cloudy)):
+        for k, v in compute_metrics(img, reference).items():
+            row[f"{src}_{k}"] = float(v)
+    return row, restored
+
+
+def heldout_metrics(
+    model: torch.nn.Module,
+    readers: Sequence[Any],
+    device: torch.device,
+    model_normalization: Normalization | None = None,
+    use_mask: bool = True,
+    rank: int = 0,
+    world: int = 1,
+) -> dict[str, float]:
+    """Mean metrics over every image of ``readers`` in the model card's form, scored by :func:`score_image`.
+
+    With ``world > 1`` (an initialised process group) each rank scores images ``rank, rank + world, ...``
+    and the sums are all-reduced, so every rank returns the same means and no rank waits idle.
+
+    Returns:
+        ``{"psnr", "ssim", "mae", "sam", "rmse", "identity_psnr", ..., "n_images"}`` (empty when no image).
+    """
+    keys = [f"{s}_{m}" for s in SOURCES for m in METRIC_NAMES]
+    sums = np.zeros(len(keys) + 1, dtype=np.float64)
+    was_training = model.training
+    model.eval()
+    g = 0
+    for reader in readers:
+        for i in range(len(reader)):
+            if g % world == rank:
+                row, _ = score_image(model, reader[i], device, model_normalization, use_mask)
+                sums[:-1] += [row[k] for k in keys]
+                sums[-1] += 1
+            g += 1
+    model.train(was_training)
+    if world > 1:
+        import torch.distributed as dist
+
+        t = torch.from_numpy(sums).to(device)
+        dist.all_reduce(t)
+        sums = t.cpu().numpy()
+    n = float(sums[-1])
+    if n == 0:
+        return {}
+    means = {k.removeprefix("model_"): float(v / n) for k, v in zip(keys, sums[:-1], strict=True)}
+    return means | {"n_images": n}
+
+
 def evaluate_model(
     model: torch.nn.Module,
     dataset: Any,
@@ -238,7 +327,6 @@ def evaluate_model(
     except OSError as exc:
         raise InputError(f"evaluation output folder '{out}' cannot be created ({exc})") from None
     dev = torch.device(device)
-    scale = np.float32(norm.s2_max_dn / 10000.0)
     rows: list[dict[str, Any]] = []
     looks: list[Path] = []
     model.eval()
@@ -246,23 +334,11 @@ def evaluate_model(
         if is_canceled is not None and is_canceled():
             raise CancelledError(f"evaluation cancelled after {i} of {n} images")
         s = dataset[i]
-        cloudy = np.asarray(s["s2_cloudy"], dtype=np.float32)  # reflectance 0-1
-        reference = np.asarray(s["s2_clear"], dtype=np.float32)
-        s1 = np.asarray(s["s1"], dtype=np.float32)
-        mask = np.asarray(s["mask"], dtype=np.float32).reshape(1, *cloudy.shape[1:])
-        has_sar = float(np.asarray(s.get("has_sar", 1.0))) > 0.5
-        x2 = torch.from_numpy(norm.s2_to_unit(cloudy * np.float32(10000.0)))[None].to(dev)
-        x1 = torch.from_numpy(s1 if has_sar else np.zeros_like(s1))[None].to(dev)
-        m = torch.from_numpy(mask)[None].to(dev) if use_mask else None
-        with torch.inference_mode():
-            y = model(x2, x1, m) if m is not None else model(x2, x1)
-        restored = np.clip(y[0].float().cpu().numpy(), 0.0, 1.0) * scale
-        restored = np.clip(restored, 0.0, 1.0)
-        row: dict[str, Any] = {"id": str(s["id"]), "cloud_fraction": float(mask.mean()), "has_sar": int(has_sar)}
-        for src, img in (("model", restored), ("identity", cloudy)):
-            for k, v in compute_metrics(img, reference).items():
-                row[f"{src}_{k}"] = float(v)
+        row, restored = score_image(model, s, dev, norm, use_mask)
         rows.append(row)
+        cloudy, reference = np.asarray(s["s2_cloudy"], dtype=np.float32), np.asarray(s["s2_clear"], dtype=np.float32)
+        s1 = np.asarray(s["s1"], dtype=np.float32)
+        has_sar = bool(row["has_sar"])
         if i < quicklooks:
             png = out / f"quicklook_{i:03d}.png"
             write_png(png, quicklook_row(s1 if has_sar else None, cloudy, restored, reference))

@@ -1,4 +1,9 @@
-"""Training loop: seeded data order, checkpoints every N steps, exact resume, DDP under torchrun."""
+"""Training loop: seeded data order, checkpoints every N steps, exact resume, DDP under torchrun.
+
+The samples come from the one pipeline of :mod:`mmcanet.trainset` (worker processes, bounded cache,
+sharding over ranks); validation and the model card's held-out figures use the scoring rule of
+``mmcanet evaluate`` (:func:`mmcanet.evaluation.heldout_metrics`).
+"""
 
 from __future__ import annotations
 
@@ -11,8 +16,9 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,152 +26,15 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .augment import augment_arrays
-from .config import DataSource, TrainConfig
+from .config import TrainConfig
 from .errors import CancelledError, ConfigError, InputError
 from .losses import opacity_loss, restoration_loss
 from .modelfile import ModelCard, save_model
 from .models import build_model, model_config
 
 LOG = logging.getLogger(__name__)
-Sample = dict[str, Any]
-
-
-# ---- data ------------------------------------------------------------------------------------------
-def detect_kind(path: Path) -> str:
-    """Guess a folder's layout: triplets, pairs or sen12mscr (official ROIs* layout)."""
-    if not path.is_dir():
-        raise InputError(f"data folder not found: {path}")
-    names = [p.name for p in path.iterdir()]
-    if any(n.endswith("_s2_cloudfree.tif") for n in names) and any(n.endswith("_s1.tif") for n in names):
-        return "triplets"
-    if any(n.endswith("_s2_cloudy.tif") for n in names):
-        return "pairs"
-    if any(n.startswith("ROIs") and (path / n).is_dir() for n in names):
-        return "sen12mscr"
-    if any(n.startswith("S2") and (path / n).is_dir() for n in names) or (path / "BigEarthNet-S2-Example").is_dir():
-        return "bigearthnet"
-    raise InputError(
-        f"{path}: cannot tell the data layout (expected *_s1.tif/*_s2_cloudy.tif/*_s2_cloudfree.tif triplets, "
-        "*_s2_cloudy.tif/*_s2_cloudfree.tif pairs, an official SEN12MS-CR ROIs* tree or BigEarthNet folders)"
-    )
-
-
-def _open_source(src: DataSource, split: str) -> tuple[Any, bool]:
-    """Reader for one source (full images, no augmentation) and whether to simulate clouds on it."""
-    from . import datasets as ds
-
-    path = Path(src.path)
-    kind = detect_kind(path) if src.kind in ("auto", "simulated") else src.kind
-    simulate = src.kind in ("simulated", "bigearthnet") or kind == "bigearthnet"
-    if kind == "triplets":
-        ids = ds.list_triplet_ids(path)
-        unknown = sorted((set(src.include) | set(src.exclude)) - set(ids))
-        if unknown:
-            raise InputError(f"{path}: no triplet with id {', '.join(unknown)} (ids look like {ids[0]!r})")
-        if src.include:
-            ids = [i for i in ids if i in set(src.include)]
-        ids = [i for i in ids if i not in set(src.exclude)]
-        if not ids:
-            raise InputError(f"{path}: no triplets left after include/exclude")
-        return ds.TripletFolder(path, ids=ids), simulate
-    if kind == "pairs":
-        reader = ds.CloudyClearPairs(path)
-        return _Filtered(reader, src), simulate
-    if kind == "sen12mscr":
-        return ds.Sen12MSCR(path, split=split), simulate
-    if kind == "bigearthnet":
-        return ds.BigEarthNetPairs(path), True
-    raise ConfigError(f"data kind {kind!r} not supported")
-
-
-class _Filtered:
-    """Apply include/exclude id lists to a reader that has an ``ids`` attribute."""
-
-    def __init__(self, reader: Any, src: DataSource) -> None:
-        self.reader = reader
-        ids = list(getattr(reader, "ids", range(len(reader))))
-        unknown = sorted(set(src.include) - {str(i) for i in ids}) + sorted(set(src.exclude) - {str(i) for i in ids})
-        if unknown:
-            raise InputError(f"{src.path}: no image with id {', '.join(unknown)} (ids look like {ids[0]!r})")
-        keep = [
-            i for i, name in enumerate(ids)
-            if (not src.include or str(name) in src.include) and str(name) not in src.exclude
-        ]
-        if not keep:
-            raise InputError(f"{src.path}: no images left after include/exclude")
-        self.keep = keep
-
-    def __len__(self) -> int:
-        return len(self.keep)
-
-    def __getitem__(self, i: int) -> Sample:
-        return dict(self.reader[self.keep[i]])
-
-
-class TrainingSamples:
-    """All training sources as one indexable set; sample (epoch, index) is a pure function of the seed.
-
-    Images are cached in memory after their first read when the sets are small (the shared data), then
-    per (seed, epoch, index): simulated clouds (for simulated sources), SAR dropout, random crop, flips.
-    """
-
-    def __init__(self, sources: Sequence[DataSource], cfg: TrainConfig, split: str = "train") -> None:
-        self.cfg = cfg
-        self.items: list[tuple[Any, int, bool]] = []  # (reader, index, simulate)
-        self.readers = []
-        for src in sources:
-            reader, simulate = _open_source(src, split)
-            self.readers.append(reader)
-            for _ in range(max(1, src.repeat)):
-                self.items.extend((reader, i, simulate) for i in range(len(reader)))
-        if not self.items:
-            raise InputError("no training images found in the configured data sources")
-        self._cache: dict[tuple[int, int], Sample] = {}
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def _raw(self, k: int) -> Sample:
-        reader, i, _ = self.items[k]
-        key = (id(reader), i)
-        if key not in self._cache:
-            s = reader[i]
-            self._cache[key] = {kk: (np.asarray(v) if not isinstance(v, str) else v) for kk, v in s.items()}
-        return self._cache[key]
-
-    def get(self, epoch: int, k: int) -> Sample:
-        """Training sample k of ``epoch``: dict of float32 arrays s2_cloudy, s2_clear, s1, mask, has_sar."""
-        from .clouds.simulate import simulate_clouds
-
-        cfg = self.cfg
-        _, _, simulate = self.items[k]
-        raw = self._raw(k)
-        rng = np.random.default_rng([cfg.seed, epoch, k])
-        arrays: dict[str, Any] = {
-            "s2_cloudy": raw["s2_cloudy"], "s2_clear": raw["s2_clear"], "s1": raw["s1"],
-            "mask": raw["mask"].reshape(1, *raw["s2_clear"].shape[-2:]).astype(np.float32),
-        }
-        arrays = dict(augment_arrays(arrays, rng, crop=min(cfg.crop, *raw["s2_clear"].shape[-2:])))
-        if simulate:
-            progress = epoch / max(1, cfg.epochs)
-            thin_p = max(0.15, 1.0 - 2.0 * progress) if cfg.curriculum else 0.25
-            thickness = "thin" if rng.random() < thin_p else str(rng.choice(["mixed", "thick"]))
-            sim = simulate_clouds(arrays["s2_clear"], rng, thickness=thickness)
-            arrays["s2_cloudy"] = sim.cloudy.astype(np.float32)
-            arrays["mask"] = sim.opacity[None].astype(np.float32)
-        has_sar = float(raw.get("has_sar", 1.0))
-        if has_sar and rng.random() < cfg.sar_dropout:
-            has_sar = 0.0
-        if not has_sar:
-            arrays["s1"] = np.zeros_like(arrays["s1"])
-        arrays["has_sar"] = np.float32(has_sar)
-        return arrays
-
-
-def _collate(samples: list[Sample], device: torch.device) -> dict[str, torch.Tensor]:
-    keys = ("s2_cloudy", "s2_clear", "s1", "mask")
-    return {k: torch.from_numpy(np.stack([np.ascontiguousarray(s[k], dtype=np.float32) for s in samples])).to(device) for k in keys}
+DIST_TIMEOUT = timedelta(minutes=30)
+"""How long a rank waits in a collective (NCCL's default of 10 min is short for a slow validation)."""
 
 
 # ---- loop ------------------------------------------------------------------------------------------
@@ -192,39 +61,6 @@ def _dist_info() -> tuple[int, int, int]:
     return int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
 
 
-def _device(cfg: TrainConfig, local_rank: int) -> torch.device:
-    if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise ConfigError("device 'cuda' requested but CUDA is not available (use device = \"auto\" or \"cpu\")")
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
-
-
-def evaluate_samples(model: torch.nn.Module, readers: Sequence[Any], device: torch.device) -> dict[str, float]:
-    """Mean PSNR/SSIM/MAE/SAM (DOMAIN.md protocol) of model and identity over full validation images."""
-    from .metrics import compute_metrics
-
-    rows: list[dict[str, float]] = []
-    model.eval()
-    with torch.inference_mode():
-        for reader in readers:
-            for i in range(len(reader)):
-                s = reader[i]
-                s2 = torch.from_numpy(np.asarray(s["s2_cloudy"], dtype=np.float32))[None].to(device)
-                s1 = torch.from_numpy(np.asarray(s["s1"], dtype=np.float32))[None].to(device)
-                if not float(s.get("has_sar", 1.0)):
-                    s1 = torch.zeros_like(s1)
-                pred = model(s2, s1).clamp(0, 1)[0].float().cpu().numpy()
-                target = np.asarray(s["s2_clear"], dtype=np.float32)
-                m = compute_metrics(pred, target)
-                ident = compute_metrics(np.asarray(s["s2_cloudy"], dtype=np.float32), target)
-                rows.append({**{k: float(v) for k, v in m.items()}, **{f"identity_{k}": float(v) for k, v in ident.items()}})
-    model.train()
-    if not rows:
-        return {}
-    return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]} | {"n_images": float(len(rows))}
-
-
 def _save_ckpt(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
     """Write the checkpoint to a temporary file, then rename; on any failure remove the temporary file."""
     tmp = path.with_name(path.name + ".tmp")
@@ -242,17 +78,47 @@ def _save_ckpt(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, s
             tmp.unlink()
 
 
-def _load_ckpt(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, device: torch.device) -> dict[str, Any]:
-    """Restore model and optimiser from a checkpoint; a damaged or foreign checkpoint is a clear error."""
+def _read_ckpt(path: Path) -> dict[str, Any]:
+    """Read a checkpoint to the CPU; a damaged or foreign file is a clear error."""
     try:
-        ck = torch.load(path, map_location=device, weights_only=True)
+        ck = torch.load(path, map_location="cpu", weights_only=True)
         state = ck["state"]
-        pos = {k: int(state[k]) for k in ("step", "epoch", "batch")}
+        for k in ("step", "epoch", "batch"):
+            int(state[k])
+        missing = [k for k in ("model", "optimizer") if k not in ck]
+        if missing:
+            raise KeyError(f"no {' / '.join(missing)}")
     except Exception as exc:  # truncated zip, not a checkpoint, missing keys: torch raises many kinds
         raise InputError(
             f"checkpoint {path} cannot be read ({type(exc).__name__}: {str(exc)[:200]}); it is damaged or not a "
             "checkpoint of this program. Start over with --overwrite (or overwrite = true), or restore a copy"
         ) from None
+    return ck  # type: ignore[no-any-return]
+
+
+def _load_ckpt(path: Path, distributed: bool, rank: int) -> dict[str, Any] | None:
+    """The checkpoint at ``path`` (None when there is none), read on rank 0 and broadcast to the other ranks.
+
+    Only rank 0 touches the file (ranks on other machines need not see it); a read error on rank 0 is
+    raised on every rank, so none waits in a collective.
+    """
+    payload: dict[str, Any] = {}
+    if rank == 0 and path.is_file():
+        try:
+            payload = {"ck": _read_ckpt(path)}
+        except InputError as exc:
+            payload = {"error": str(exc)}
+    if distributed:
+        box = [payload]
+        dist.broadcast_object_list(box, src=0)
+        payload = box[0]
+    if "error" in payload:
+        raise InputError(payload["error"])
+    return payload.get("ck")
+
+
+def _apply_ckpt(ck: dict[str, Any], path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -> None:
+    """Restore model and optimiser; a checkpoint of another network is a ConfigError saying what to do."""
     try:
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
@@ -261,7 +127,6 @@ def _load_ckpt(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, d
             f"checkpoint {path} was written for another network than this config builds ({str(exc).splitlines()[0][:200]}); "
             "resume with the config it was trained with, or start over with --overwrite"
         ) from None
-    return pos
 
 
 def _trim_csv(csv_path: Path, last_step: int) -> None:
@@ -403,16 +268,22 @@ def train(
     Under torchrun (WORLD_SIZE > 1) the process group is created here (NCCL on GPU, gloo on CPU) and
     destroyed at the end unless ``keep_process_group``.
     """
-    say = log or LOG.info
+    from .devices import training_device
+    from .trainset import cpus_per_process
+
     rank, world, local_rank = _dist_info()
+    say = (log or LOG.info) if rank == 0 else (lambda _msg: None)  # one voice under torchrun
     distributed = world > 1
-    device = _device(cfg, local_rank)
+    device = training_device(cfg.device, local_rank)  # set_device happens here, before any CUDA use
     if distributed and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
+        if device.type == "cuda":
+            dist.init_process_group("nccl", timeout=DIST_TIMEOUT, device_id=device)
+        else:
+            dist.init_process_group("gloo", timeout=DIST_TIMEOUT)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    elif distributed and device.type == "cpu":
+        torch.set_num_threads(cpus_per_process())  # ranks on one machine share its CPUs
 
     run_dir = Path(cfg.run_dir)
     out_path = Path(cfg.output)
@@ -479,28 +350,38 @@ def _train(
     csv_path: Path,
     stop: _StopRequest,
 ) -> TrainResult:
-    data = TrainingSamples(cfg.data, cfg, "train")
-    val_readers = [_open_source(src, "val")[0] for src in cfg.val]
+    from .datasets import open_source
+    from .evaluation import heldout_metrics
+    from .trainset import RunPlan, TrainingDataset, default_workers, make_loader
+
+    data = TrainingDataset(cfg.data, cfg, "train")
+    val_readers = [open_source(s.path, s.kind, "val", s.include, s.exclude)[0] for s in cfg.val]
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     model = build_model(cfg.arch, cfg.strategy, **cfg.model).to(device)
     if cfg.init:
         _init_from(model, cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    per_rank = len(data) // world
-    steps_per_epoch = max(1, per_rank // cfg.batch_size)
+    steps_per_epoch = RunPlan(len(data), cfg.batch_size, cfg.seed, cfg.epochs, rank, world).steps_per_epoch()
     total = steps_per_epoch * cfg.epochs
     if cfg.max_steps:
         total = min(total, cfg.max_steps)
 
-    step, start_epoch, start_batch = 0, 0, 0
+    step, start_epoch, start_consumed = 0, 0, 0
     val_metrics: dict[str, float] = {}
-    if cfg.resume and ckpt_path.is_file():
-        pos = _load_ckpt(ckpt_path, model, opt, device)
-        step, start_epoch, start_batch = pos["step"], pos["epoch"], pos["batch"]
+    ck = _load_ckpt(ckpt_path, distributed, rank) if cfg.resume else None
+    if ck is not None:
+        _apply_ckpt(ck, ckpt_path, model, opt)
+        state = ck["state"]
+        step, start_epoch = int(state["step"]), int(state["epoch"])
+        # checkpoints before the shard plan stored batches of this process only
+        start_consumed = int(state.get("samples", int(state["batch"]) * cfg.batch_size * int(state.get("world", world))))
+        del ck
         if rank == 0:
             _trim_csv(csv_path, step)
-        say(f"resumed from {ckpt_path} at step {step} (epoch {start_epoch}, batch {start_batch})")
+        was = int(state.get("world", world))
+        say(f"resumed from {ckpt_path} at step {step} (epoch {start_epoch}, {start_consumed} samples of it done"
+            + (f"; written by {was} process(es), continued by {world})" if was != world else ")"))
     elif rank == 0:
         with open(csv_path, "w", newline="") as fh:
             csv.DictWriter(fh, CSV_FIELDS).writeheader()
@@ -510,12 +391,15 @@ def _train(
     net: torch.nn.Module = model
     if distributed:
         net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[local_rank] if device.type == "cuda" else None, find_unused_parameters=True
+            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
         )
     model.train()
     use_amp = cfg.amp and device.type == "cuda"
-    say(f"training {cfg.arch}/{cfg.strategy} on {device} ({world} process(es)): {len(data)} samples, "
-        f"{steps_per_epoch} steps/epoch, {total} steps, batch {cfg.batch_size}, crop {cfg.crop}")
+    workers = cfg.workers if cfg.workers >= 0 else default_workers()
+    plan = RunPlan(len(data), cfg.batch_size, cfg.seed, cfg.epochs, rank, world, start_epoch, start_consumed)
+    loader = make_loader(data, plan, workers, pin_memory=device.type == "cuda")
+    say(f"training {cfg.arch}/{cfg.strategy} on {device} ({world} process(es), {workers} loader worker(s) each): "
+        f"{len(data)} samples, {steps_per_epoch} steps/epoch, {total} steps, batch {cfg.batch_size}, crop {cfg.crop}")
 
     bar = None
     if rank == 0 and sys.stderr.isatty() and own_log:
@@ -524,27 +408,30 @@ def _train(
         bar = tqdm(total=total, initial=step, desc="train", unit="step")
     t0 = time.perf_counter()
     acc: dict[str, list[float]] = {}
+    where = (start_epoch, start_consumed)  # the next sample to train on: (epoch, samples of it consumed)
 
-    def checkpoint(epoch: int, batch: int) -> None:
+    def checkpoint() -> None:
         if rank == 0:
-            _save_ckpt(ckpt_path, model, opt, {"step": step, "epoch": epoch, "batch": batch})
+            _save_ckpt(ckpt_path, model, opt, {"step": step, "epoch": where[0], "samples": where[1], "world": world,
+                                               "batch": where[1] // (cfg.batch_size * world)})
+
+    def validation() -> dict[str, float]:
+        return heldout_metrics(model, val_readers, device, rank=rank, world=world) if val_readers else {}
 
     end = min(total, cfg.stop_at) if cfg.stop_at else total
-    epoch = start_epoch
     done = step >= end
-    while not done and epoch < cfg.epochs:
-        order = np.random.default_rng([cfg.seed, epoch, 7]).permutation(len(data))[: per_rank * world]
-        mine = order[rank::world]
-        for b in range(start_batch if epoch == start_epoch else 0, steps_per_epoch):
+    batches = iter(loader)
+    try:
+        for pos in ([] if done else plan):
             if is_canceled is not None and is_canceled():
-                checkpoint(epoch, b)
+                checkpoint()
                 raise CancelledError(f"training cancelled at step {step}; checkpoint kept in {ckpt_path} (resume to continue)")
             if _stop_requested(stop, distributed, device):
-                checkpoint(epoch, b)
+                checkpoint()
                 say(f"interrupted at step {step}; checkpoint written to {ckpt_path} (continue with --resume)")
                 raise KeyboardInterrupt(f"signal {stop.signal}")
-            idx = mine[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-            batch = _collate([data.get(epoch, int(k)) for k in idx], device)
+            batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
+            epoch = pos.epoch
             lr = _lr_at(step, total, cfg)
             for g in opt.param_groups:
                 g["lr"] = lr
@@ -573,6 +460,7 @@ def _train(
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             step += 1
+            where = (epoch + 1, 0) if pos.consumed >= len(data) else (epoch, pos.consumed)
             terms["loss"] = float(loss.detach())
             for k2, v in terms.items():
                 acc.setdefault(k2, []).append(v)
@@ -581,15 +469,14 @@ def _train(
                 bar.set_postfix(loss=f"{float(loss):.4f}")
             if progress is not None:
                 progress(step / end)
-            last_of_epoch = b == steps_per_epoch - 1
             done = step >= end
-            validate = done or (step % cfg.val_every == 0 if cfg.val_every else last_of_epoch)
+            validate = done or (step % cfg.val_every == 0 if cfg.val_every else pos.last_of_epoch)
             if step % cfg.log_every == 0 or validate:
                 row: dict[str, Any] = {"step": step, "epoch": epoch, "lr": f"{lr:.3g}", "seconds": f"{time.perf_counter() - t0:.1f}"}
                 row.update({k2: f"{np.mean(v):.5f}" for k2, v in acc.items()})
                 acc = {}
-                if validate and val_readers and rank == 0:
-                    val_metrics = evaluate_samples(model, val_readers, device)
+                if validate and val_readers:
+                    val_metrics = validation()  # every rank scores its share
                     row.update({f"val_{k2}": f"{val_metrics[k2]:.4f}" for k2 in ("psnr", "ssim", "mae", "sam")})
                     row["val_identity_psnr"] = f"{val_metrics['identity_psnr']:.4f}"
                 if rank == 0:
@@ -598,16 +485,16 @@ def _train(
                     if bar is None:
                         say(" ".join(f"{k2}={v}" for k2, v in row.items()))
             if step % cfg.checkpoint_every == 0 or done:
-                nxt_epoch, nxt_batch = (epoch + 1, 0) if last_of_epoch else (epoch, b + 1)
-                checkpoint(nxt_epoch, nxt_batch)
+                checkpoint()
             if done:
                 break
-        epoch += 1
+    finally:
+        _stop_workers(batches)
     if bar is not None:
         bar.close()
+    if not val_metrics and val_readers:
+        val_metrics = validation()
     if rank == 0:
-        if not val_metrics and val_readers:
-            val_metrics = evaluate_samples(model, val_readers, device)
         _plot(csv_path, run_dir / "curves.png")
         card = ModelCard(
             name=cfg.name, arch=cfg.arch, strategy=cfg.strategy, config=model_config(cfg.arch, **cfg.model),
@@ -627,6 +514,13 @@ def _train(
         if not keep_process_group:
             dist.destroy_process_group()
     return TrainResult(out_path, run_dir, step, val_metrics, model)
+
+
+def _stop_workers(batches: Any) -> None:
+    """End the loader's worker processes now (not whenever the garbage collector gets to them)."""
+    shutdown = getattr(batches, "_shutdown_workers", None)
+    if callable(shutdown):
+        shutdown()
 
 
 def _init_from(model: torch.nn.Module, cfg: TrainConfig) -> None:

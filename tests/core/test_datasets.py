@@ -1,4 +1,4 @@
-"""Dataset readers: layouts, exact SEN12MS-CR split matching, errors, NaN handling, augmentation."""
+"""Dataset readers: layouts, exact SEN12MS-CR split matching, errors, NaN handling, augmentation ops."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from mmcanet.augment import DIHEDRAL_OPS, augment_arrays, dihedral
 from mmcanet.datasets import (
     B10_FILL_DN,
     BigEarthNetPairs,
-    ClearWithSimulatedClouds,
     CloudyClearPairs,
     Sen12MSCR,
     TripletFolder,
@@ -165,8 +164,6 @@ def test_triplet_folder_errors_name_the_file(tmp_path: Path) -> None:
     (tmp_path / "bad_s2_cloudfree.tif").write_bytes(b"not a tiff")
     with pytest.raises(InputError, match="bad_s2_cloudfree.tif"):
         TripletFolder(tmp_path)
-    with pytest.raises(InputError, match="smaller than crop"):
-        TripletFolder(tmp_path, ids=["ok"], crop=32)
 
 
 def test_nan_and_nodata_become_zero_and_invalid(tmp_path: Path) -> None:
@@ -220,37 +217,6 @@ def test_l2a_twelve_bands_get_b10(tmp_path: Path) -> None:
     np.testing.assert_array_equal(s["s2_cloudy"].numpy(), s["s2_clear"].numpy())
 
 
-def test_crop_and_augment_are_seeded_and_coregistered(tmp_path: Path) -> None:
-    size = 24
-    yy, xx = np.mgrid[0:size, 0:size]
-    pattern = (100 + 32 * yy + xx).astype(np.uint16)
-    s2 = np.repeat(pattern[None], 13, axis=0)
-    s1 = np.stack([-30 + (yy + xx * 0.5) / 2, -30 + (yy + xx * 0.5) / 2]).astype(np.float32)
-    mask = (xx > yy).astype(np.uint8)
-    write_tif(tmp_path / "c_s2_cloudy.tif", s2)
-    write_tif(tmp_path / "c_s2_cloudfree.tif", s2)
-    write_tif(tmp_path / "c_s1.tif", s1)
-    write_tif(tmp_path / "c_cloudmask.tif", mask)
-    a = TripletFolder(tmp_path, crop=12, augment=True, seed=7)
-    b = TripletFolder(tmp_path, crop=12, augment=True, seed=7)
-    outs = set()
-    for epoch in range(6):
-        a.set_epoch(epoch)
-        b.set_epoch(epoch)
-        sa, sb = a[0], b[0]
-        for k in ("s1", "s2_cloudy", "mask"):
-            assert torch.equal(sa[k], sb[k])
-        assert sa["s2_cloudy"].shape == (13, 12, 12)
-        # the same geometric op was applied to every array: recover pixel (row, col) from the S2 value
-        v = np.rint(sa["s2_cloudy"][0].numpy() * 10000.0 - 100).astype(int)
-        rows, cols = v // 32, v % 32
-        np.testing.assert_array_equal(sa["mask"][0].numpy(), (cols > rows).astype(np.float32))
-        outs.add(sa["s2_cloudy"].numpy().tobytes())
-    assert len(outs) > 1  # epochs differ
-    c = TripletFolder(tmp_path, crop=12, random_crop=False)[0]
-    np.testing.assert_allclose(c["s2_cloudy"][0].numpy() * 10000, pattern[6:18, 6:18], atol=0.5)
-
-
 def test_dihedral_ops_distinct_and_shared() -> None:
     x = np.arange(2 * 3 * 3, dtype=np.float32).reshape(2, 3, 3)
     outs = {dihedral(x, k).tobytes() for k in range(DIHEDRAL_OPS)}
@@ -258,40 +224,6 @@ def test_dihedral_ops_distinct_and_shared() -> None:
     rng = np.random.default_rng(0)
     res = augment_arrays({"a": x, "b": x[:1].copy()}, rng, crop=2)
     np.testing.assert_array_equal(res["a"][:1], res["b"])
-
-
-# ------------------------------------------------------------------ simulated clouds
-
-
-def test_clear_with_simulated_clouds_from_paths(tmp_path: Path) -> None:
-    make_triplets(tmp_path, ["s"], size=32)
-    paths = [(tmp_path / "s_s2_cloudfree.tif", tmp_path / "s_s1.tif")]
-    ds = ClearWithSimulatedClouds(paths, seed=3, thickness="thick", coverage=0.5)
-    s1, s2 = ds[0], ds[0]
-    assert torch.equal(s1["s2_cloudy"], s2["s2_cloudy"])
-    raw = gdal.Open(str(tmp_path / "s_s2_cloudfree.tif")).ReadAsArray()
-    np.testing.assert_allclose(s1["s2_clear"].numpy(), raw / 10000.0, atol=1e-6)
-    m = s1["mask"][0].numpy()
-    assert m.min() >= 0.0 and m.max() <= 1.0
-    assert 0.4 <= (m > 0).mean() <= 0.6
-    diff = (s1["s2_cloudy"] - s1["s2_clear"]).abs().mean(0).numpy()
-    assert diff[m > 0.9].mean() > 5 * diff[m == 0].mean() + 1e-3
-    assert s1["has_sar"].item() == 1.0 and s1["id"] == "s"
-    ds.set_epoch(1)
-    assert not torch.equal(ds[0]["s2_cloudy"], s1["s2_cloudy"])
-    with pytest.raises(InputError, match="thickness"):
-        ClearWithSimulatedClouds(paths, thickness="fog")
-    with pytest.raises(InputError, match="no images"):
-        ClearWithSimulatedClouds([])
-
-
-def test_clear_with_simulated_clouds_wraps_dataset(tmp_path: Path) -> None:
-    make_triplets(tmp_path, ["w1", "w2"], size=32)
-    inner = TripletFolder(tmp_path)
-    ds = ClearWithSimulatedClouds(inner, seed=0, crop=16, augment=True)
-    s = ds[1]
-    assert s["s2_cloudy"].shape == (13, 16, 16) and s["id"] == "w2"
-    assert set(s) == set(sample_keys())
 
 
 # ------------------------------------------------------------------ real data (../shared/data)
@@ -306,10 +238,10 @@ def _need(folder: str) -> Path:
 
 def test_real_triplets() -> None:
     root = _need("sen12mscr-triplets")
-    ds = TripletFolder(root, crop=64, augment=True)
+    ds = TripletFolder(root)
     assert len(ds) == 8
     s = ds[2]
-    assert s["s2_cloudy"].shape == (13, 64, 64) and s["s1"].shape == (2, 64, 64)
+    assert s["s2_cloudy"].shape == (13, 256, 256) and s["s1"].shape == (2, 256, 256)
     assert float(s["s2_clear"].min()) >= 0.0 and float(s["s2_clear"].max()) <= 1.0
     assert float(s["s1"].std()) > 0.01
 
@@ -325,5 +257,3 @@ def test_real_bigearthnet() -> None:
     # 60 m band B1 was resampled (smooth) to 120 x 120, 10 m band B2 kept as is
     b2 = gdal.Open(str(ds.s2_dirs[0] / f"{ds.s2_dirs[0].name}_B02.tif")).ReadAsArray()
     np.testing.assert_allclose(s["s2_clear"][1].numpy(), b2 / 10000.0, atol=1e-6)
-    sim = ClearWithSimulatedClouds(ds, seed=0, coverage=0.6)[0]
-    assert float(sim["mask"].max()) > 0.5

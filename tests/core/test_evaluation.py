@@ -138,3 +138,30 @@ def test_real_triplets_identity_baseline(tmp_path: Path) -> None:
     res = evaluate_model(Identity(), open_evaluation_data(root)[0], tmp_path, limit=2, quicklooks=1)
     assert res.n_images == 2
     assert all(r["identity_psnr"] == pytest.approx(r["model_psnr"], abs=1e-6) for r in res.rows)
+
+
+def test_model_card_heldout_equals_mmcanet_evaluate_on_a_real_triplet(tmp_path: Path) -> None:
+    """The card's held-out figures and `mmcanet evaluate` come from one scoring rule: same numbers."""
+    from mmcanet.config import config_from_dict
+    from mmcanet.modelfile import read_card
+    from mmcanet.training import train
+
+    src = SHARED / "sen12mscr-triplets"
+    if not src.is_dir():
+        pytest.skip(f"needs real data at {src} (../shared/data is absent)")
+    one = tmp_path / "one"
+    one.mkdir()
+    for f in src.glob("4438_*.tif"):
+        (one / f.name).symlink_to(f)
+    cfg = config_from_dict({
+        "data": [str(one)], "val": [str(one)], "model": TINY, "max_steps": 1, "batch_size": 1, "crop": 32,
+        "warmup_steps": 1, "device": "cpu", "threads": 1, "workers": 0, "run_dir": str(tmp_path / "run"),
+        "output": str(tmp_path / "run" / "m.safetensors"),
+    })
+    res = train(cfg)
+    card = read_card(res.model_path).metrics["heldout"]
+    ev = evaluate(res.model_path, one, tmp_path / "ev", quicklooks=0)
+    assert card["n_images"] == ev.n_images == 1
+    for k in ("psnr", "ssim", "mae", "sam", "rmse"):
+        assert card[k] == pytest.approx(ev.mean[f"model_{k}"], abs=1e-4), k
+        assert card[f"identity_{k}"] == pytest.approx(ev.mean[f"identity_{k}"], abs=1e-4), k

@@ -50,7 +50,7 @@ def _cfg(tmp_path: Path, data: Path, **kw: object) -> dict[str, object]:
         "val": [{"path": str(data), "include": ["t0"]}],
         "model": TINY_MODEL, "epochs": 2, "batch_size": 2, "crop": 32, "lr": 1e-3, "warmup_steps": 2,
         "checkpoint_every": 2, "log_every": 1, "run_dir": str(tmp_path / "run"),
-        "output": str(tmp_path / "run" / "m.safetensors"), "device": "cpu", "threads": 1, "seed": 5,
+        "output": str(tmp_path / "run" / "m.safetensors"), "device": "cpu", "threads": 1, "seed": 5, "workers": 0,
     }
     d.update(kw)
     return d
@@ -79,18 +79,22 @@ def test_empty_data_folder_fails_before_training(tmp_path: Path) -> None:
 
 
 def test_resume_after_interruption_matches_uninterrupted_run(tmp_path: Path, triplet_dir: Path) -> None:
+    """Interrupted without loader workers, resumed with two: the weights equal an uninterrupted run's."""
     full = train(config_from_dict(_cfg(tmp_path / "a", triplet_dir)))
     calls = {"n": 0}
 
-    def cancel_after_3() -> bool:
+    def cancel_after_2() -> bool:
         calls["n"] += 1
-        return calls["n"] > 3
+        return calls["n"] > 2
 
     part = config_from_dict(_cfg(tmp_path / "b", triplet_dir))
     with pytest.raises(CancelledError):
-        train(part, is_canceled=cancel_after_3)
+        train(part, is_canceled=cancel_after_2)
     assert (tmp_path / "b" / "run" / "checkpoint.pt").is_file()
-    resumed = train(config_from_dict(_cfg(tmp_path / "b", triplet_dir, resume=True)))
+    state = torch.load(tmp_path / "b" / "run" / "checkpoint.pt", weights_only=True)["state"]
+    # mid-epoch (6 samples per epoch): 2 steps of 2 samples, 1 process
+    assert (state["step"], state["epoch"], state["samples"], state["world"]) == (2, 0, 4, 1)
+    resumed = train(config_from_dict(_cfg(tmp_path / "b", triplet_dir, resume=True, workers=2)))
     assert resumed.steps == full.steps
     m1, _ = load_model(full.model_path)
     m2, card = load_model(resumed.model_path)
@@ -103,7 +107,8 @@ def test_resume_after_interruption_matches_uninterrupted_run(tmp_path: Path, tri
 @pytest.mark.slow
 def test_torchrun_two_gloo_processes_keep_replicas_identical(tmp_path: Path, triplet_dir: Path) -> None:
     cfg = tmp_path / "c.json"
-    cfg.write_text(json.dumps(_cfg(tmp_path, triplet_dir, epochs=1, val=[])))
+    val = [{"path": str(triplet_dir), "include": ["t0", "t1", "t2"]}]
+    cfg.write_text(json.dumps(_cfg(tmp_path, triplet_dir, epochs=1, val=val, workers=1)))
     script = tmp_path / "ddp.py"
     # the training module exposes the trained replica through a hook for this check
     script.write_text(
@@ -116,6 +121,12 @@ def test_torchrun_two_gloo_processes_keep_replicas_identical(tmp_path: Path, tri
         "out = [None, None]\n"
         "dist.all_gather_object(out, h)\n"
         "rank = dist.get_rank()\n"
+        "if rank == 0:  # the split, all-reduced validation equals one process scoring every image\n"
+        "    from mmcanet.datasets import open_source\n"
+        "    from mmcanet.evaluation import heldout_metrics\n"
+        "    alone = heldout_metrics(res.model, [open_source(s.path, s.kind, 'val', s.include)[0] for s in cfg.val],\n"
+        "                            torch.device('cpu'))\n"
+        "    print('VAL', json.dumps([res.val_metrics, alone]), flush=True)\n"
         "dist.barrier()  # both ranks done communicating before either tears gloo down (else it can abort)\n"
         "dist.destroy_process_group()\n"
         "if rank == 0:  # one writer: two ranks printing at once can interleave on the shared stdout\n"
@@ -130,7 +141,14 @@ def test_torchrun_two_gloo_processes_keep_replicas_identical(tmp_path: Path, tri
     line = [ln for ln in proc.stdout.splitlines() if ln.startswith("HASHES")][0]
     _, h0, h1, steps = line.split()
     assert h0 == h1
-    assert int(steps) >= 1
+    assert int(steps) == 1  # 3 + 3 samples of two sources over 2 ranks: 3 per rank, 1 batch of 2
+    split, alone = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("VAL")][0][4:])
+    assert split["n_images"] == alone["n_images"] == 3
+    for k in ("psnr", "ssim", "identity_psnr"):
+        assert split[k] == pytest.approx(alone[k], rel=1e-6), k
+    assert proc.stdout.count("model written") + proc.stderr.count("model written") <= 1  # rank 0 speaks
+    assert sorted(p.name for p in (tmp_path / "run").iterdir() if p.name != ".lock") == [
+        "checkpoint.pt", "curves.png", "m.safetensors", "metrics.csv"]
 
 
 def test_unknown_ids_in_include_or_exclude_are_named(tmp_path: Path, triplet_dir: Path) -> None:
