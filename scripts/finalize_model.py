@@ -18,10 +18,10 @@ sys.path.insert(0, str(ROOT / "core"))
 
 from mmcanet import __version__  # noqa: E402
 from mmcanet.config import load_config  # noqa: E402
-from mmcanet.modelfile import load_model, save_model  # noqa: E402
-from mmcanet.models import build_model, model_config  # noqa: E402
 from mmcanet.datasets import open_source  # noqa: E402
 from mmcanet.evaluation import heldout_metrics  # noqa: E402
+from mmcanet.modelfile import load_model, save_model  # noqa: E402
+from mmcanet.models import build_model, model_config  # noqa: E402
 
 
 def main() -> None:

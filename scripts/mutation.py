@@ -32,7 +32,7 @@ MODULES: dict[str, dict[str, list[str]]] = {
                   "tests": ["tests/core/test_rules_nodata.py", "tests/core/inference/test_scene.py"]},
     "strips": {"file": ["inference/strips.py"], "tests": ["tests/core/test_rules_nodata.py"]},
     "modelfile": {"file": ["modelfile.py"], "tests": ["tests/core/test_modelfile.py", "tests/core/test_cli_commands.py"]},
-    "split": {"file": ["datasets.py"], "tests": ["tests/core/test_split_table.py", "tests/core/test_datasets.py"],
+    "split": {"file": ["sen12mscr.py"], "tests": ["tests/core/test_split_table.py", "tests/core/test_datasets.py"],
               "functions": ["sen12mscr_split_of", "index_sen12mscr", "_counterpart"]},
     "metrics": {"file": ["metrics.py"], "tests": ["tests/core/test_metrics.py"]},
 }

@@ -11,7 +11,6 @@ from mmcanet.config import config_from_dict
 from mmcanet.trainset import ImageCache, RunPlan, TrainingDataset, epoch_order, make_loader, shard
 from osgeo import gdal
 
-
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 
