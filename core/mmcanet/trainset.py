@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -272,7 +273,9 @@ def default_workers() -> int:
 
 
 def _worker_init(worker_id: int) -> None:
-    """Run in each forked worker: a fresh cache of its own, a small GDAL cache, single-threaded GDAL."""
+    """Run in each forked worker: Ctrl-C left to the training process (it checkpoints, then ends the
+    workers), a fresh cache of its own, a small GDAL cache, single-threaded GDAL."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     info = get_worker_info()
     if info is not None:
         info.dataset.cache.clear()  # the fork's copy of the parent's cache is not this worker's

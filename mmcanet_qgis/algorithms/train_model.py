@@ -156,6 +156,9 @@ class TrainModelAlgorithm(MMCANetAlgorithm):
             "run_dir": run_dir,
             "output": output,
             "name": Path(output).stem or "mmcanet",
+            # QGIS runs Qt and GDAL threads: a worker forked from it could inherit a lock held by one of
+            # them and hang, so samples load in the training thread (the samples are the same)
+            "workers": 0,
         }
 
     def processAlgorithm(  # noqa: N802, D102
