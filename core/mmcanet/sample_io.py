@@ -214,6 +214,13 @@ class ImageReader(Dataset):
     def __init__(self, normalization: Normalization | None) -> None:
         self.normalization = normalization or Normalization()
 
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def sample_key(self, index: int) -> str:
+        """Identity of sample ``index`` across readers of the same files (for caches)."""
+        raise NotImplementedError
+
     @staticmethod
     def _finish(arrays: dict[str, np.ndarray], sample_id: str, has_sar: bool) -> Sample:
         """Numpy ``(C, H, W)`` arrays -> float32 tensors, plus ``has_sar`` and ``id``."""

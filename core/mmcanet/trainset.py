@@ -277,7 +277,7 @@ def _worker_init(worker_id: int) -> None:
     workers), a fresh cache of its own, a small GDAL cache, single-threaded GDAL."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     info = get_worker_info()
-    if info is not None:
+    if info is not None and isinstance(info.dataset, TrainingDataset):
         info.dataset.cache.clear()  # the fork's copy of the parent's cache is not this worker's
     try:
         from osgeo import gdal
