@@ -7,6 +7,7 @@ or tile mix-up changes the output), ``Recorder`` keeps what it saw.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -101,3 +102,56 @@ class OutOfMemoryAbove(nn.Module):
         if s2.shape[0] > self.limit:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return s2.clone()
+
+
+class _FailsOnCopy(torch.Tensor):
+    """A tensor whose copy to the host fails the way a device-to-host copy does when memory runs out."""
+
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        if func in (torch.Tensor.cpu, torch.Tensor.to):
+            raise RuntimeError("CUDA error: out of memory\nCUDA kernel errors might be asynchronously reported")
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+
+OOM_KINDS: dict[str, tuple[type[Exception], str]] = {
+    "torch.OutOfMemoryError": (torch.OutOfMemoryError, "CUDA out of memory. Tried to allocate 2.00 GiB"),
+    "cuda runtime": (RuntimeError, "CUDA error: out of memory"),
+    "cudnn": (RuntimeError, "cuDNN error: CUDNN_STATUS_ALLOC_FAILED"),
+    "cublas": (RuntimeError, "CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"),
+    "cpu allocator": (RuntimeError, "[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory"),
+    "copy to host": (RuntimeError, "CUDA error: out of memory (raised by the engine's .cpu() of the output)"),
+}
+"""The allocation failures :class:`FailsAbove` simulates (``copy to host`` fails in the engine's ``.cpu()``)."""
+
+
+class FailsAbove(nn.Module):
+    """A per-pixel band-mixing model (elementwise, so its result does not depend on the batch size) that fails like an allocation failure for batches larger than ``limit`` tiles.
+
+    A failing call first allocates activations (as a real forward does), then raises ``kind`` (a key of
+    :data:`OOM_KINDS`). Weak references to the failed call's input and activation tensors are kept;
+    the next call records whether each of them was already freed, i.e. whether the engine let go of the
+    failed batch before retrying. ``freed_before_retry`` has one list of booleans per retry.
+    """
+
+    def __init__(self, limit: int, kind: str = "torch.OutOfMemoryError") -> None:
+        super().__init__()
+        self.limit, self.kind = limit, kind
+        self.batches: list[int] = []
+        self.freed_before_retry: list[list[bool]] = []
+        self._failed: list[weakref.ref[torch.Tensor]] = []
+
+    def forward(self, s2: torch.Tensor, s1: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if self._failed:
+            self.freed_before_retry.append([r() is None for r in self._failed])
+            self._failed = []
+        self.batches.append(int(s2.shape[0]))
+        y = (s2 + 0.1 * torch.tanh(s2.roll(1, dims=1) - s1.mean(1, keepdim=True))).clamp(0, 1)
+        if s2.shape[0] <= self.limit:
+            return y
+        activations = torch.relu(y) * 2  # memory the failed forward holds until its frames are released
+        self._failed = [weakref.ref(t) for t in (s2, s1, y, activations)]
+        if self.kind == "copy to host":
+            return activations.as_subclass(_FailsOnCopy)  # the engine's .cpu() raises
+        kind, message = OOM_KINDS[self.kind]
+        raise kind(message)  # a new exception per failure, as torch raises

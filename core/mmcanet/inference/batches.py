@@ -3,7 +3,8 @@
 :class:`BatchRunner` owns reusable float32 batch buffers in model units (S2 DN / ``s2_max_dn`` in the
 model's band order, S1 dB mapped to 0-1); :meth:`BatchRunner.fill_slot` normalises one tile into its
 slot (thread-safe: one slot per tile) and :meth:`BatchRunner.run` moves the filled slots to the device
-and runs the forward under ``torch.inference_mode``, halving the batch on CUDA out-of-memory.
+and runs the forward under ``torch.inference_mode``, halving the batch on an allocation failure
+(:mod:`.oom`; the retry runs only once the failed batch's memory is freed).
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from ..bands import B10_FILL_DN
 from ..coarse_bands import smooth_coarse_under_mask
 from ..errors import MMCANetError
 from ..normalization import Normalization
+from ..options import MIN_TILE_SIZE
 from ..reporting import Reporter
+from . import oom
 from .inputs import ModelCardLike
 from .tuning import EngineTuning
 
@@ -35,7 +38,7 @@ class BatchRunner:
         device: where the model runs.
         band_map: for each model band, the optical band (file order) feeding it; -1 = fill B10.
         tile_shape: ``(height, width)`` of every tile (px).
-        batch_size: tiles per forward (lowered on CUDA out-of-memory).
+        batch_size: tiles per forward (halved on an allocation failure).
         rep: receives the out-of-memory warnings.
         tuning: memory layout choice on the CPU.
     """
@@ -119,7 +122,12 @@ class BatchRunner:
         return unit
 
     def run(self, n: int, idx: list[int], masks: list[np.ndarray | None]) -> np.ndarray:
-        """Run the slots ``idx`` (of the first ``n``) through the model.
+        """Run the slots ``idx`` (of the first ``n``) through the model, in chunks of :attr:`batch_size`.
+
+        On an allocation failure (GPU or host; :func:`.oom.is_out_of_memory`) the chunk is retried with
+        half the batch size, down to one tile. The retry happens only after the failure's exception,
+        its traceback and the failed chunk's tensors are gone and the allocator's cache is emptied,
+        so it gets the memory back; later batches start at the size that fitted.
 
         Args:
             n: slots filled for this batch.
@@ -128,48 +136,94 @@ class BatchRunner:
 
         Returns:
             float32 ``(len(idx), C, h, w)`` model output clamped to 0-1, model band order.
-        """
-        import torch
 
+        Raises:
+            MMCANetError: not even one tile fits (the message says which tile size and device).
+        """
         if self._memory_format is None:
             self.prepare_model()
         # the batch buffers are used in place when every tile runs (the usual case)
         s2_np = self._s2[:n] if len(idx) == n else self._s2[idx]
         s1_np = self._s1[:n] if len(idx) == n else self._s1[idx]
-        s2_t = torch.from_numpy(s2_np).to(self.device, memory_format=self._memory_format)
-        s1_t = torch.from_numpy(s1_np).to(self.device, memory_format=self._memory_format)
-        m_t = None
         given = [m for m in masks if m is not None]
-        if len(given) == len(idx):
-            m_t = torch.from_numpy(np.stack(given).astype(np.float32)[:, None]).to(self.device)
-            if self.smooth_coarse_bands:  # no block grid under cloud
-                s2_t = smooth_coarse_under_mask(s2_t, m_t, self.card.s2_bands)
+        m_np = np.stack(given).astype(np.float32)[:, None] if len(given) == len(idx) else None
+        parts: list[np.ndarray] = []
+        start = 0
+        while start < len(idx):
+            size = min(self.batch_size, len(idx) - start)
+            rows = slice(start, start + size)
+            y, failure = self._attempt(s2_np[rows], s1_np[rows], None if m_np is None else m_np[rows])
+            if y is not None:
+                parts.append(y)
+                start += size
+                continue
+            # outside the except block: the failed chunk's exception, frames and tensors are unreachable now
+            self._shrink(size, failure)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def _attempt(self, s2: np.ndarray, s1: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray | None, str]:
+        """One chunk through the model: ``(output, "")``, or ``(None, why)`` when an allocation failed.
+
+        Every tensor of the attempt lives in :meth:`_forward_chunk`'s frame; returning from the
+        ``except`` block drops the exception and with it that frame.
+        """
+        try:
+            return self._forward_chunk(s2, s1, mask), ""
+        except Exception as exc:  # noqa: BLE001 - re-raised unless it is an allocation failure
+            if not oom.is_out_of_memory(exc):
+                raise
+            return None, oom.summary(exc)
+
+    def _forward_chunk(self, s2_np: np.ndarray, s1_np: np.ndarray, m_np: np.ndarray | None) -> np.ndarray:
+        """Upload, forward, clamp and download one chunk (all inside the caller's allocation-failure guard)."""
+        import torch
+
+        s2_t = self._upload(s2_np)
+        s1_t = self._upload(s1_np)
+        m_t = None if m_np is None else self._upload(m_np, layout=False)
+        if m_t is not None and self.smooth_coarse_bands:  # no block grid under cloud
+            s2_t = smooth_coarse_under_mask(s2_t, m_t, self.card.s2_bands)
         t1 = time.perf_counter()
         with torch.inference_mode():
             y = self.forward(s2_t, s1_t, m_t).float().clamp_(0.0, 1.0).cpu().contiguous().numpy()
         self.seconds += time.perf_counter() - t1
         return y
 
-    def forward(self, s2: torch.Tensor, s1: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """Model forward with automatic batch splitting on CUDA out-of-memory; checks the output shape."""
+    def _upload(self, a: np.ndarray, layout: bool = True) -> torch.Tensor:
+        """A host array on the model's device (in the model's memory layout); on CUDA through pinned
+        memory with an asynchronous copy (the download at the end of the chunk synchronises)."""
         import torch
 
-        try:
-            y = self.model(s2, s1, mask=mask)
-        except torch.cuda.OutOfMemoryError:
-            if s2.shape[0] == 1:
-                raise MMCANetError(
-                    f"out of GPU memory even for one {s2.shape[-2]}x{s2.shape[-1]} tile; use a smaller tile size or --device cpu"
-                ) from None
-            torch.cuda.empty_cache()
-            half = s2.shape[0] // 2
-            self.batch_size = max(1, min(self.batch_size, half))
-            self.rep.warn(f"out of GPU memory: batch size reduced to {self.batch_size}")
-            parts = [
-                self.forward(s2[a:b], s1[a:b], None if mask is None else mask[a:b])
-                for a, b in ((0, half), (half, s2.shape[0]))
-            ]
-            return torch.cat(parts)
+        t = torch.from_numpy(a)
+        fmt = self._memory_format if layout and a.ndim == 4 else torch.contiguous_format
+        if self.device.type != "cuda":
+            return t.to(self.device, memory_format=fmt)
+        if not t.is_pinned():
+            t = t.pin_memory()
+        return t.to(self.device, non_blocking=True, memory_format=fmt)
+
+    def _shrink(self, size: int, why: str) -> None:
+        """After an allocation failure of a ``size``-tile chunk: free the memory, halve the batch size.
+
+        Raises:
+            MMCANetError: ``size`` was already one tile.
+        """
+        oom.release(self.device)
+        where = "GPU memory" if oom.on_gpu(why, self.device) else "memory"
+        if size <= 1:
+            th, tw = self.tile_shape
+            fix = (f"use a smaller tile size (--tile-size, e.g. {max(MIN_TILE_SIZE, th // 2)}), free the GPU "
+                   "(other programs), or run on the CPU (--device cpu)") if where == "GPU memory" else \
+                  f"use a smaller tile size (--tile-size, e.g. {max(MIN_TILE_SIZE, th // 2)}) or close other programs"
+            raise MMCANetError(f"out of {where} even for one {th}x{tw} tile on {self.device} ({why}); {fix}")
+        self.batch_size = max(1, min(self.batch_size, size // 2))
+        self.rep.warn(f"out of {where}: batch size reduced to {self.batch_size} ({why})")
+
+    def forward(self, s2: torch.Tensor, s1: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Model forward; checks the output shape."""
+        import torch
+
+        y = self.model(s2, s1, mask=mask)
         expected = (s2.shape[0], len(self.card.s2_bands), *s2.shape[-2:])
         if not isinstance(y, torch.Tensor) or y.shape != expected:
             shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
