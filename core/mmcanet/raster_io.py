@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 import numpy as np
 from osgeo import gdal, gdal_array
 
+from .cpus import gdal_threads
 from .errors import InputError, MMCANetError
 from .windows import Window
 
@@ -163,9 +164,9 @@ def open_raster(path: str | os.PathLike[str], what: str, shown: str | None = Non
     if os.path.isdir(p):
         raise InputError(f"{label}: is a folder, expected a raster file")
     ds = gdal_call(gdal.OpenEx, p, gdal.OF_RASTER | gdal.OF_READONLY, what=f"{label}: cannot be opened as a raster")
-    if ds.GetDriver().ShortName == "GTiff":  # decode compressed blocks on every core (GDAL >= 3.6)
+    if ds.GetDriver().ShortName == "GTiff":  # decode compressed blocks on this rank's cores (GDAL >= 3.6)
         with gdal_errors():
-            threaded = gdal.OpenEx(p, gdal.OF_RASTER | gdal.OF_READONLY, open_options=["NUM_THREADS=ALL_CPUS"])
+            threaded = gdal.OpenEx(p, gdal.OF_RASTER | gdal.OF_READONLY, open_options=[f"NUM_THREADS={gdal_threads()}"])
         if threaded is not None:
             ds = threaded
     if ds.RasterCount < 1:
@@ -268,7 +269,7 @@ def geotiff_creation_options(dtype: np.dtype, block: int, width: int, height: in
     # ZLEVEL=1: 3.6x faster than the default level 6 for ~3% larger files (measured, docs/ENGINE.md)
     # INTERLEAVE=BAND: each band's blocks compress on their own, 30% faster and 15% smaller than GDAL's
     # default pixel interleaving for 13-band uint16 (measured), and an RGB view reads only its 3 bands
-    opts = ["COMPRESS=DEFLATE", f"PREDICTOR={predictor}", "ZLEVEL=1", "BIGTIFF=IF_SAFER", "NUM_THREADS=ALL_CPUS",
+    opts = ["COMPRESS=DEFLATE", f"PREDICTOR={predictor}", "ZLEVEL=1", "BIGTIFF=IF_SAFER", f"NUM_THREADS={gdal_threads()}",
             "INTERLEAVE=BAND"]
     if width >= 16 and height >= 16:
         b = max(16, block // 16 * 16)

@@ -8,7 +8,6 @@ reported and cancellation polled once per batch.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from ..bands import S2_BANDS_L1C, S2_BANDS_L2A
+from ..cpus import rank_cpus
 from ..options import RestoreOptions, resolve_tiling
 from ..raster_io import RasterWriter
 from ..reporting import Reporter
@@ -96,6 +96,12 @@ class SceneRunner:
         self.batches = BatchRunner(model, card, device, band_map, (self.plan.tile_height, self.plan.tile_width),
                                    opts.batch_size, rep, tuning)
         self.batches.smooth_coarse_bands = opts.smooth_coarse_bands
+        import torch
+
+        from ..devices import resolve_precision
+
+        dtype = resolve_precision(opts.precision, device, rep.info)
+        self.batches.autocast_dtype = None if dtype == torch.float32 else dtype
         self.timings = {"read": 0.0, "read_background": 0.0, "detect": 0.0, "model": 0.0, "blend": 0.0, "write": 0.0}
         self.tiles_run = 0
         self.masked_px = 0
@@ -235,7 +241,8 @@ class SceneRunner:
 
         self.batches.prepare_model()
         cpu = self.device.type == "cpu"
-        workers = min(self.tuning.max_workers, torch.get_num_threads() if cpu else (os.cpu_count() or 1))
+        # this rank's cores, not the machine's: under torchrun the ranks of a node share them
+        workers = min(self.tuning.max_workers, torch.get_num_threads() if cpu else rank_cpus())
         if workers > 1:
             self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mmcanet-tiles")
         try:
