@@ -20,6 +20,7 @@ import pytest
 import rasters
 import torch
 from mmcanet.cli import main
+from mmcanet.commands.restore import read_list
 from mmcanet.errors import ModelFileError
 from osgeo import gdal
 
@@ -206,6 +207,40 @@ def test_list_continues_past_a_failed_scene(tiny_model_file: Path, tmp_path: Pat
     assert "s2_2.tif' has 3 band(s)" in err and "1 of 3 scene(s) failed" in err
     assert not [n for n in files(tmp_path) if ".partial" in n]
     assert rasters.read(tmp_path / "o3.tif").shape == (13, 30, 30)
+
+
+def test_list_under_torchrun_finishes_every_rank_despite_a_failed_scene(tiny_model_file: Path, tmp_path: Path) -> None:
+    # 3 scenes on 2 ranks: rank 0 gets lines 1 and 3, rank 1 only the bad line 2, so rank 1 is done first;
+    # if its failure ended it with a non-zero exit, torchrun would stop rank 0 before scene 3
+    for i in (1, 3):
+        rasters.write_s1(tmp_path / f"s1_{i}.tif", 30, 30, seed=i)
+        rasters.write_s2(tmp_path / f"s2_{i}.tif", 30, 30, seed=i)
+    rasters.write_s1(tmp_path / "s1_2.tif", 30, 30)
+    rasters.write_raster(tmp_path / "s2_2.tif", np.ones((3, 30, 30), np.uint8), geotransform=rasters.default_geotransform())
+    lst = tmp_path / "scenes.csv"
+    lst.write_text("s1_1.tif,s2_1.tif,o1.tif\ns1_2.tif,s2_2.tif,o2.tif\ns1_3.tif,s2_3.tif,o3.tif\n")
+    failures = tmp_path / "failed.csv"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "mmcanet.cli",
+           "restore", "--list", str(lst), "--model", str(tiny_model_file), "--device", "cpu", "--failures", str(failures)]
+    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=900, check=False)
+    err = proc.stdout + proc.stderr
+    assert proc.returncode != 0, "the exit status says a scene failed"
+    assert (tmp_path / "o1.tif").is_file() and (tmp_path / "o3.tif").is_file(), err
+    assert not (tmp_path / "o2.tif").exists() and not [n for n in files(tmp_path) if ".partial" in n]
+    assert "[rank 1/2] " in err and "s2_2.tif' has 3 band(s)" in err, "the scene's error is in the log, per rank"
+    assert "[all ranks] 1 of 3 scene(s) failed" in err, "rank 0 sums up every rank"
+    lines = failures.read_text().splitlines()
+    assert [x for x in lines if not x.startswith("#")] == [f"{tmp_path / 's1_2.tif'},{tmp_path / 's2_2.tif'},{tmp_path / 'o2.tif'}"]
+    assert "has 3 band(s)" in lines[1]
+    assert read_list(failures) == [(str(tmp_path / "s1_2.tif"), str(tmp_path / "s2_2.tif"), str(tmp_path / "o2.tif"), None)]
+    # after the fix, rerunning the list with --skip-existing restores only the missing scene
+    rasters.write_s2(tmp_path / "s2_2.tif", 30, 30, seed=2)
+    rerun = subprocess.run([sys.executable, "-m", "mmcanet.cli", "restore", "--list", str(lst), "--model",
+                            str(tiny_model_file), "--device", "cpu", "--skip-existing"], env=_env(), capture_output=True,
+                           text=True, timeout=300, check=False)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "skipping 2 scene(s) whose output exists" in rerun.stderr and "1 scene(s) to restore" in rerun.stderr
+    assert (tmp_path / "o2.tif").is_file()
 
 
 @pytest.fixture

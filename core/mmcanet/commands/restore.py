@@ -10,6 +10,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
+from io import StringIO
 from pathlib import Path
 from typing import Any
 
@@ -53,10 +54,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "unless --extent-crs is given; snapped outward to the optical pixel grid",
     )
     io.add_argument("--extent-crs", help="CRS of --extent, e.g. EPSG:4326 (default: the optical image's)")
+    io.add_argument(
+        "--failures",
+        metavar="FILE",
+        help="with --list: write the scenes that failed to FILE, as a scene list to rerun (each line preceded by "
+        "a '# error' comment); under torchrun rank 0 writes every rank's failures",
+    )
+    io.add_argument("--skip-existing", action="store_true",
+                    help="with --list: skip scenes whose output already exists (resume an interrupted batch)")
     m = p.add_argument_group("model and processing")
     m.add_argument("--model", help="model file (.safetensors); default: the bundled model")
     m.add_argument("--strategy", help="progressive strategy (default: the model card's)")
     m.add_argument("--device", default=d["device"], help=f"{', '.join(options.DEVICE_CHOICES)} or cuda:N (default: %(default)s)")
+    m.add_argument("--precision", choices=options.PRECISION_CHOICES, default=d["precision"],
+                   help="model arithmetic: auto = bf16 on an Ampere or newer NVIDIA GPU, fp32 on the CPU "
+                   "(default: %(default)s)")
     m.add_argument("--tile-size", type=int, help="tile edge in px (default: the model card's)")
     m.add_argument("--overlap", type=int, help="tile overlap in px (default: the model card's)")
     m.add_argument("--batch-size", type=int, default=d["batch_size"], help="tiles per forward pass (default: %(default)s)")
@@ -180,8 +192,7 @@ def run(args: argparse.Namespace) -> int:
     if threading.current_thread() is threading.main_thread():
         # kill / job schedulers send SIGTERM: unwind like Ctrl-C so partial outputs are removed
         signal.signal(signal.SIGTERM, _interrupt)
-    from ..devices import resolve_device
-    from ..inference import load_model_for, restore_scene
+    from ..inference import restore_scene
     from ..raster_io import limit_gdal_cache
 
     limit_gdal_cache(args.gdal_cache_mb)
@@ -199,34 +210,16 @@ def run(args: argparse.Namespace) -> int:
         "threads": args.threads,
         "extent": tuple(args.extent) if args.extent else None,
         "extent_crs": args.extent_crs,
+        "precision": args.precision,
     }
     # the settings shared by every scene are checked before any model is loaded
     options.validate(RestoreOptions(sar="", optical="", output="", **common))
     if args.list:
         if args.sar or args.optical or args.output or args.cloud_mask or args.mask_output or args.confidence_output:
             raise InputError("--list cannot be combined with --sar/--optical/--output/--cloud-mask/--mask-output/--confidence-output")
-        rank, world = rank_and_world()
-        jobs = shard(read_list(args.list), rank, world)
-        prefix = f"[rank {rank}/{world}] " if world > 1 else ""
-        logger.info("%s%d scene(s) to restore", prefix, len(jobs))
-        if not jobs:
-            return 0
-        device = resolve_device(args.device, lambda m: logger.info("%s%s", prefix, m))
-        model = load_model_for(args.model, device)
-        failed = 0
-        for i, (sar, optical, output, mask) in enumerate(jobs, 1):
-            opts = RestoreOptions(sar=sar, optical=optical, output=output, cloud_mask=mask, **common)
-            update, close = _progress(f"{prefix}{i}/{len(jobs)} {Path(output).name}")
-            try:
-                restore_scene(opts, progress=update, log=lambda m: logger.info("%s%s", prefix, m), model=model)
-            except MMCANetError as exc:
-                failed += 1
-                logger.error("%s%s: %s", prefix, output, exc)
-            finally:
-                close()
-        if failed:
-            logger.error("%s%d of %d scene(s) failed", prefix, failed, len(jobs))
-        return 1 if failed else 0
+        return _run_list(args, common)
+    if args.failures or args.skip_existing:
+        raise InputError("--failures and --skip-existing only apply to --list")
 
     missing = [flag for flag, v in (("--sar", args.sar), ("--optical", args.optical), ("--output", args.output)) if not v]
     if missing:
@@ -247,3 +240,117 @@ def run(args: argparse.Namespace) -> int:
         close()
     print(result.output)
     return 0
+
+
+Failure = tuple[str, str, str, str | None, str]
+"""A scene that failed: ``(sar, optical, output, cloud_mask, error message)``."""
+
+
+def _run_list(args: argparse.Namespace, common: dict[str, Any]) -> int:
+    """Restore this rank's share of a scene list; every scene is attempted, whatever failed before.
+
+    Under torchrun, torchrun stops every rank as soon as one exits non-zero, discarding their pending
+    scenes. So a rank never exits early: it restores all its scenes, then the ranks exchange their
+    failure lists (gloo, once every rank is done) and every rank exits with the same code: 1 when a
+    scene failed anywhere, else 0; by then there is nothing left to kill. Rank 0 logs the summary and
+    writes ``--failures``. When the ranks cannot talk (no ``torch.distributed``, no rendezvous
+    address), each rank logs its own summary, writes ``--failures`` with a ``.rank<N>`` suffix and
+    exits 0, so that it cannot stop the others; the log and the files carry the failures.
+    """
+    import torch
+
+    from ..devices import resolve_device
+    from ..inference import load_model_for, restore_scene
+
+    rank, world = rank_and_world()
+    jobs = shard(read_list(args.list), rank, world)
+    prefix = f"[rank {rank}/{world}] " if world > 1 else ""
+    if args.skip_existing:
+        done = [j for j in jobs if os.path.exists(j[2])]
+        jobs = [j for j in jobs if not os.path.exists(j[2])]
+        if done:
+            logger.info("%sskipping %d scene(s) whose output exists", prefix, len(done))
+    logger.info("%s%d scene(s) to restore", prefix, len(jobs))
+    failures: list[Failure] = []
+    if jobs:
+        device = resolve_device(args.device, lambda m: logger.info("%s%s", prefix, m))
+        model = load_model_for(args.model, device)
+        for i, (sar, optical, output, mask) in enumerate(jobs, 1):
+            opts = RestoreOptions(sar=sar, optical=optical, output=output, cloud_mask=mask, **common)
+            update, close = _progress(f"{prefix}{i}/{len(jobs)} {Path(output).name}")
+            try:
+                restore_scene(opts, progress=update, log=lambda m: logger.info("%s%s", prefix, m), model=model)
+            except Exception as exc:  # noqa: BLE001 - one scene's failure must not stop the batch
+                why = str(exc) if isinstance(exc, MMCANetError) else f"{type(exc).__name__}: {exc}"
+                failures.append((sar, optical, output, mask, why))
+                logger.error("%s%s: %s", prefix, output, why)
+            finally:
+                close()
+        del model  # a rank that waits for the others below should not hold the GPU
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    if world == 1:
+        _summary(failures, len(jobs), prefix)
+        _write_failures(args.failures, failures)
+        return 1 if failures else 0
+    everyone = _gather_failures(failures, len(jobs), prefix)
+    if everyone is None:  # the ranks cannot compare notes: report this rank's part, exit 0 (see above)
+        _summary(failures, len(jobs), prefix)
+        _write_failures(f"{args.failures}.rank{rank}" if args.failures else None, failures)
+        return 0
+    all_failures, total = everyone
+    if rank == 0:
+        _summary(all_failures, total, "[all ranks] ")
+        _write_failures(args.failures, all_failures)
+    return 1 if all_failures else 0
+
+
+def _summary(failures: list[Failure], total: int, prefix: str) -> None:
+    if failures:
+        logger.error("%s%d of %d scene(s) failed:", prefix, len(failures), total)
+        for _sar, _optical, output, _mask, why in failures:
+            logger.error("%s  %s: %s", prefix, output, why)
+    else:
+        logger.info("%sall %d scene(s) restored", prefix, total)
+
+
+def _write_failures(path: str | None, failures: list[Failure]) -> None:
+    """Write the failed scenes as a scene list (``sar,optical,output[,cloud_mask]``) to rerun with --list."""
+    if not path:
+        return
+    text = StringIO()
+    text.write("# scenes that failed; fix the cause, then rerun with: mmcanet restore --list THIS_FILE\n")
+    rows = csv.writer(text, lineterminator="\n")
+    for sar, optical, output, mask, why in failures:
+        text.write("# " + " ".join(why.split()) + "\n")
+        rows.writerow([sar, optical, output] + ([mask] if mask else []))
+    Path(path).write_text(text.getvalue(), encoding="utf-8")
+    logger.info("failed scenes listed in %s", path)
+
+
+def _gather_failures(failures: list[Failure], jobs: int, prefix: str) -> tuple[list[Failure], int] | None:
+    """Every rank's failures and scene count, exchanged once all ranks are done; None when not possible.
+
+    The process group is created only here, at the end: ranks reach this point hours apart, so the
+    rendezvous waits (up to a week) instead of timing out the early ones.
+    """
+    import datetime
+
+    try:
+        import torch.distributed as dist
+
+        if not dist.is_available():
+            raise RuntimeError("torch.distributed is not available in this torch build")
+        own = not dist.is_initialized()
+        if own:
+            dist.init_process_group("gloo", timeout=datetime.timedelta(days=7))
+        try:
+            parts: list[Any] = [None] * dist.get_world_size()
+            dist.all_gather_object(parts, (failures, jobs))
+        finally:
+            if own:
+                dist.destroy_process_group()
+    except Exception as exc:  # noqa: BLE001 - any failure to communicate: report per rank instead
+        logger.warning("%scannot collect the other ranks' results (%s); reporting this rank's scenes only", prefix, exc)
+        return None
+    return [f for part, _ in parts for f in part], sum(n for _, n in parts)
