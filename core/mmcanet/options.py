@@ -17,6 +17,8 @@ from .names import STRATEGIES
 
 DEVICE_CHOICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 """Devices a user picks from; ``"cuda:N"`` is also accepted where a device is typed."""
+PRECISION_CHOICES: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
+"""Arithmetic of the model's forward: ``auto`` = bf16 on a CUDA GPU that has it (Ampere and newer), else fp32."""
 SAR_UNITS: tuple[str, ...] = ("auto", "db", "linear")
 """How the SAR values are read: detected, backscatter in dB, or linear power (converted to dB)."""
 
@@ -36,6 +38,7 @@ DEFAULT_KEEP_CLEAR = False  # restore every pixel: measured better on every vali
 DEFAULT_SAR_UNITS = "auto"
 DEFAULT_FEATHER = 2
 DEFAULT_CLEAR_WEIGHT = 0.0
+DEFAULT_PRECISION = "auto"
 
 PathLike = str | os.PathLike[str]
 
@@ -73,6 +76,8 @@ class RestoreOptions:
             grid, clipped to the image); the output covers exactly that window.
         extent_crs: CRS of ``extent`` as GDAL reads it (``"EPSG:4326"``, WKT, PROJ string); None = the
             optical image's CRS.
+        precision: the model's arithmetic, one of :data:`PRECISION_CHOICES` (mixed precision through
+            ``torch.autocast``; see :func:`mmcanet.devices.resolve_precision`).
     """
 
     sar: PathLike
@@ -95,6 +100,7 @@ class RestoreOptions:
     threads: int | None = None
     extent: tuple[float, float, float, float] | None = None
     extent_crs: str | None = None
+    precision: str = DEFAULT_PRECISION
 
 
 def defaults() -> dict[str, Any]:
@@ -149,6 +155,8 @@ def problems(options: RestoreOptions) -> list[str]:
         found.append(f"feather {options.feather}: must be >= 0")
     if not 0.0 <= options.clear_weight <= 1.0:
         found.append(f"clear weight {options.clear_weight}: must be between 0 (keep clear pixels) and 1 (restore them)")
+    if options.precision not in PRECISION_CHOICES:
+        found.append(f"precision '{options.precision}': choose one of {', '.join(PRECISION_CHOICES)}")
     if options.threads is not None and options.threads < 1:
         found.append(f"threads {options.threads}: must be >= 1 (or unset for automatic)")
     found += extent_problems(options.extent)

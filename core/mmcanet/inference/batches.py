@@ -9,6 +9,7 @@ and runs the forward under ``torch.inference_mode``, halving the batch on an all
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import TYPE_CHECKING
 
@@ -21,12 +22,13 @@ from ..normalization import Normalization
 from ..options import MIN_TILE_SIZE
 from ..reporting import Reporter
 from . import oom
-from .inputs import ModelCardLike
 from .tuning import EngineTuning
 
 if TYPE_CHECKING:  # torch is imported when a scene runs, so importing this module stays light (QGIS)
     import torch
     from torch import nn
+
+    from .inputs import ModelCardLike  # (GDAL: not needed at run time)
 
 
 class BatchRunner:
@@ -68,12 +70,17 @@ class BatchRunner:
         self._s1 = np.zeros((0, 2, 1, 1), np.float32)
         self._channels_last = device.type == "cpu" and tuning.channels_last_on_cpu
         self._memory_format: torch.memory_format | None = None
+        self.autocast_dtype: torch.dtype | None = None
+        """Mixed-precision dtype of the forward (``torch.autocast``); None = plain float32."""
 
     def prepare_model(self) -> None:
         """Put the model in the memory layout its inputs will have (channels-last on the CPU by default)."""
         import torch
 
         self._memory_format = torch.contiguous_format
+        if self.device.type == "cuda":
+            # every forward has the same tile shape: let cuDNN pick its fastest kernels once
+            torch.backends.cudnn.benchmark = True
         if self._channels_last:
             # oneDNN's convolutions are faster on NHWC: 0.372 -> 0.293 s per batch of 4 for the bundled
             # model on the 2-core CPU, outputs within 1e-5 (bench/bench_layout.py, docs/ENGINE.md)
@@ -183,8 +190,10 @@ class BatchRunner:
         m_t = None if m_np is None else self._upload(m_np, layout=False)
         if m_t is not None and self.smooth_coarse_bands:  # no block grid under cloud
             s2_t = smooth_coarse_under_mask(s2_t, m_t, self.card.s2_bands)
+        amp = (torch.autocast(self.device.type, dtype=self.autocast_dtype) if self.autocast_dtype is not None
+               else contextlib.nullcontext())
         t1 = time.perf_counter()
-        with torch.inference_mode():
+        with torch.inference_mode(), amp:
             y = self.forward(s2_t, s1_t, m_t).float().clamp_(0.0, 1.0).cpu().contiguous().numpy()
         self.seconds += time.perf_counter() - t1
         return y
