@@ -129,7 +129,10 @@ class MMCANetPlugin:
         return self.install_task
 
     def unload(self) -> None:
-        """Remove the dock, the buttons, the menu entries and the provider."""
+        """Remove the dock, the buttons, the menu entries and the provider; free the kept model's memory."""
+        from .algorithms.remove_clouds import release_model_cache
+
+        release_model_cache()
         if self.dock is not None:
             self.iface.removeDockWidget(self.dock)
             self.dock.deleteLater()

@@ -37,6 +37,24 @@ from .styling import style_on_load, style_predicted_error
 
 MODEL_DEFAULT_STRATEGY = "model default"
 
+_MODEL_CACHE: Any = None
+
+
+def model_cache() -> Any:
+    """The loaded model kept between runs in this QGIS (:class:`mmcanet.inference.ModelCache`; created on first use)."""
+    global _MODEL_CACHE
+    if _MODEL_CACHE is None:
+        from mmcanet.inference.model_cache import ModelCache
+
+        _MODEL_CACHE = ModelCache()
+    return _MODEL_CACHE
+
+
+def release_model_cache() -> None:
+    """Forget the kept model and give its GPU memory back (the plugin unloads)."""
+    if _MODEL_CACHE is not None:
+        _MODEL_CACHE.release()
+
 
 def bundled_model() -> str | None:
     """Path of the bundled model file when it exists (read without torch), else None."""
@@ -213,7 +231,10 @@ class RemoveCloudsAlgorithm(MMCANetAlgorithm):
         with core_errors():
             from mmcanet.inference import restore_scene  # validates everything before the model loads
 
-            restore_scene(core_options.RestoreOptions(**options), **core_callbacks(feedback))
+            # the model stays loaded for the next run with the same file and device (released on unload)
+            result = restore_scene(core_options.RestoreOptions(**options), cache=model_cache(), **core_callbacks(feedback))
+        if feedback is not None:
+            feedback.pushInfo(tr("Ran on {device} in {seconds:.1f} s").format(device=result.device, seconds=result.seconds))
         style_on_load(context, options["output"])
         style_on_load(context, options.get("uncertainty_output"), style_predicted_error)
         change = options.get("change_output", options.get("confidence_output"))

@@ -524,3 +524,40 @@ def test_algorithms_chain_in_a_processing_model(
     result = processing.run(model, {"s1": str(scene["s1"]), "s2": str(scene["s2"]), "remove:cloudfree": str(out)})
     assert Path(result["remove:cloudfree"]) == out
     assert gdal.Open(str(out)).RasterCount == 13
+
+
+class _RecordingFeedback(QgsProcessingFeedback):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def pushInfo(self, info: str) -> None:  # noqa: N802 - QGIS API
+        self.lines.append(info)
+
+
+def test_remove_clouds_keeps_the_model_loaded_between_runs(
+    provider: Any, scene: dict[str, Path], tiny_model: Path, tmp_path: Path
+) -> None:
+    import os
+
+    from mmcanet_qgis.algorithms.remove_clouds import model_cache, release_model_cache
+
+    release_model_cache()
+    cache = model_cache()
+    loads = cache.loads
+    logs: list[list[str]] = []
+    for i in range(3):
+        if i == 2:  # the file changed on disk (a retrained model saved over it): loaded again
+            st = tiny_model.stat()
+            os.utime(tiny_model, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+        feedback = _RecordingFeedback()
+        run("remove_clouds", {"SAR": str(scene["s1"]), "OPTICAL": str(scene["s2"]), "MODEL": str(tiny_model),
+                              "DEVICE": 1, "OUTPUT": str(tmp_path / f"o{i}.tif")}, feedback=feedback)
+        logs.append(feedback.lines)
+    assert cache.loads - loads == 2, "loaded for the first run and after the file changed, reused in between"
+    assert any("reusing the model loaded by the previous run" in x for x in logs[1])
+    assert not any("reusing" in x for x in logs[0] + logs[2])
+    assert any(x == "device: cpu" for x in logs[0]) and any(x.startswith("Ran on cpu in ") for x in logs[0])
+    assert cache.cached is not None
+    release_model_cache()
+    assert cache.cached is None

@@ -27,6 +27,7 @@ from ..raster_io import RasterWriter
 from ..reporting import IsCanceled, Log, Progress, Reporter
 from .blending import CHANGE_NODATA, MASK_NODATA
 from .inputs import ModelCardLike, SceneInputs, open_inputs, output_dtype
+from .model_cache import ModelCache
 from .runner import SceneRunner
 from .tuning import EngineTuning
 
@@ -281,6 +282,7 @@ def restore_scene(
     log: Log | None = None,
     model: tuple[nn.Module, ModelCardLike] | None = None,
     tuning: EngineTuning | None = None,
+    cache: ModelCache | None = None,
 ) -> RestoreResult:
     """Restore a cloudy Sentinel-2 scene with Sentinel-1 SAR; writes ``options.output``.
 
@@ -294,6 +296,7 @@ def restore_scene(
         log: receives progress messages and warnings (default: the ``mmcanet.inference`` logger).
         model: an already-loaded ``(model, card)``; it must be on the device ``options.device`` picks.
         tuning: chunk sizes and scheduling (default: :class:`EngineTuning`); never changes the output.
+        cache: keeps the loaded model for the next call (same file and device); ignored with ``model``.
 
     Returns:
         :class:`RestoreResult`.
@@ -313,11 +316,16 @@ def restore_scene(
         net, card = model
         device = _model_device(net)
     else:
-        device = resolve_device(options.device, rep.info)
-        net, card = load_model_for(options.model, device, rep)
+        device = resolve_device(options.device, rep.info, rep.warn)
     if device.type == "cpu":
         rep.info(f"torch CPU threads: {configure_threads(device, options.threads)}")
-    return _restore(net, card, device, options, ins, rep, tuning or EngineTuning(), t_start)
+    if model is not None:
+        return _restore(net, card, device, options, ins, rep, tuning or EngineTuning(), t_start)
+    if cache is None:
+        net, card = load_model_for(options.model, device, rep)
+        return _restore(net, card, device, options, ins, rep, tuning or EngineTuning(), t_start)
+    with cache.borrow(options.model, device, lambda: load_model_for(options.model, device, rep), rep.info) as loaded:
+        return _restore(*loaded, device, options, ins, rep, tuning or EngineTuning(), t_start)
 
 
 def load_model_for(path: str | os.PathLike[str] | None, device: torch.device, rep: Reporter | None = None) -> tuple[nn.Module, Any]:
