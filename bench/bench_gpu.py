@@ -202,7 +202,7 @@ def run_model(args: argparse.Namespace, model: Any, card: Any, device: Any) -> l
     for batch in args.batch_sizes:
         for precision in args.precisions:
             runner = BatchRunner(model, card, device, list(range(len(card.s2_bands))), (tile, tile), batch,
-                                 Reporter(None, None, None, None), EngineTuning())
+                                 Reporter(lambda m: None), EngineTuning())
             dtype = resolve_precision(precision, device)
             runner.autocast_dtype = None if dtype == torch.float32 else dtype
             runner.ensure_slots(batch)
