@@ -110,7 +110,7 @@ def write_scene(size: int, work: Path, seed: int = 0) -> tuple[Path, Path]:
     srs = osr.SpatialReference()
     srs.ImportFromEPSG(32631)
     gt = (600000.0, 10.0, 0.0, 5000000.0, 0.0, -10.0)
-    opts = ["TILED=YES", "COMPRESS=DEFLATE", "PREDICTOR=2", "BIGTIFF=IF_SAFER", "INTERLEAVE=BAND"]
+    opts = ["TILED=YES", "COMPRESS=DEFLATE", "PREDICTOR=2", "BIGTIFF=IF_SAFER"]
     drv = gdal.GetDriverByName("GTiff")
     names = ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10", "B11", "B12"]
     rng = np.random.default_rng(seed)
