@@ -57,6 +57,10 @@ class TrainConfig:
         weight_decay: AdamW weight decay.
         warmup_steps: linear warm-up steps before the cosine decay.
         loss_l1, loss_carl, loss_ssim, loss_sam, loss_opacity: loss term weights.
+        loss_error: weight of the error head's Laplace NLL (models with ``model.error_head``; the head
+            judges the detached restoration, so this term never changes the restoration).
+        train_only: names of top-level sub-modules to train (e.g. ["error_head"]); the rest is frozen
+            and runs as at inference. Empty = train everything. Adds the trust layer to a finished model.
         stage_decay: weight of stage k is stage_decay ** (K - 1 - k) (deep supervision of progressive stages).
         curriculum: for simulated clouds, grow cloud thickness from thin to thick over the first half.
         sar_dropout: probability of zeroing SAR in a sample (teaches the model to work without SAR).
@@ -100,6 +104,8 @@ class TrainConfig:
     loss_ssim: float = 0.2
     loss_sam: float = 0.5
     loss_opacity: float = 0.1
+    loss_error: float = 0.1
+    train_only: list[str] = field(default_factory=list)
     stage_decay: float = 0.5
     curriculum: bool = True
     sar_dropout: float = 0.1
@@ -184,6 +190,8 @@ def config_from_dict(d: dict[str, Any], base: Path | None = None, source: str = 
         elif isinstance(default, str):
             if not isinstance(value, str):
                 raise ConfigError(f"{source}: {key} must be a string, got {value!r}")
+        elif isinstance(default, list) and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            raise ConfigError(f"{source}: {key} must be a list of strings, got {value!r}")
         elif isinstance(default, dict) and not isinstance(value, dict):
             raise ConfigError(f"{source}: {key} must be a table, got {value!r}")
         kwargs[key] = value
@@ -222,7 +230,7 @@ def _check(cfg: TrainConfig, source: str) -> None:
             raise ConfigError(f"{source}: {key} must be >= 0 (0 = {_ZERO_MEANS[key]}), got {getattr(cfg, key)}")
     if cfg.lr <= 0:
         raise ConfigError(f"{source}: lr must be > 0, got {cfg.lr}")
-    for key in ("weight_decay", "loss_l1", "loss_carl", "loss_ssim", "loss_sam", "loss_opacity"):
+    for key in ("weight_decay", "loss_l1", "loss_carl", "loss_ssim", "loss_sam", "loss_opacity", "loss_error"):
         if getattr(cfg, key) < 0:
             raise ConfigError(f"{source}: {key} must be >= 0, got {getattr(cfg, key)}")
     if not any(getattr(cfg, k) for k in ("loss_l1", "loss_carl", "loss_ssim", "loss_sam")):

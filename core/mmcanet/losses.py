@@ -81,3 +81,19 @@ def restoration_loss(
 def opacity_loss(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Binary cross-entropy of the opacity net's logits (B, 1, H, W) against the cloud mask in [0, 1]."""
     return F.binary_cross_entropy_with_logits(logits, mask.clamp(0, 1))
+
+
+def laplace_nll(log_b: torch.Tensor, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Laplace negative log-likelihood of the per-pixel absolute error (the error head's loss).
+
+    Args:
+        log_b: (B, 1, H, W) predicted log scale; for each pixel the minimiser is ``b = |e|``, so over
+            many pixels alike ``b`` learns the expected mean absolute error over the bands.
+        pred: (B, C, H, W) 0-1 restoration, detached (the head judges, it does not train the restorer).
+        target: (B, C, H, W) 0-1 reference.
+
+    Returns:
+        scalar mean of ``log b + |e| / b`` with ``|e|`` the mean over bands of ``|pred - target|``.
+    """
+    e = (pred - target).abs().mean(1, keepdim=True)
+    return (log_b + e * torch.exp(-log_b)).mean()

@@ -45,6 +45,11 @@ class ModelCard:
         overlap: default overlap between tiles (px).
         training: free-form description of training data / command / budget.
         metrics: measured figures (on data not seen in training), e.g. {"heldout": {...}}.
+        trust: calibration of the error head (docs/TRUST.md), written by scripts/calibrate_error.py:
+            ``error_scale`` (the head's raw prediction times this is the predicted absolute error),
+            ``kept_error`` (predicted absolute error, reflectance, of pixels kept from the input: their
+            clear-sky difference), ``kept_error_bands`` (the same per band), ``calibrated_on``,
+            ``reliability`` (the fitted table) and ``spearman``. Empty: uncalibrated (scale 1).
         version: software version that wrote the file.
         format: file format identifier.
     """
@@ -60,6 +65,7 @@ class ModelCard:
     overlap: int = 32
     training: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
+    trust: dict[str, Any] = field(default_factory=dict)
     version: str = __version__
     format: str = FORMAT
 
@@ -91,6 +97,11 @@ class ModelCard:
         except (TypeError, ValueError, AssertionError) as exc:
             raise ModelFileError(f"{source}: the model card has invalid fields ({exc})") from None
 
+    @property
+    def has_error_head(self) -> bool:
+        """Whether the weights include the error head, i.e. the model can write the trust layer."""
+        return bool(self.config.get("error_head", False))
+
     def summary(self) -> str:
         """One line for users: name, architecture, strategy, size, held-out PSNR if measured."""
         held = self.metrics.get("heldout", {}) if isinstance(self.metrics, dict) else {}
@@ -101,7 +112,7 @@ class ModelCard:
 _CARD_TYPES: dict[str, tuple[type, ...]] = {
     "name": (str,), "arch": (str,), "strategy": (str,), "config": (dict,), "s2_bands": (list, tuple),
     "s1_bands": (list, tuple), "tile_size": (int,), "overlap": (int,), "training": (dict,), "metrics": (dict,),
-    "version": (str,),
+    "trust": (dict,), "version": (str,),
 }
 
 
@@ -116,6 +127,10 @@ def _check_card_fields(d: dict[str, Any]) -> None:
     for key in ("s2_bands", "s1_bands"):
         if key in d and (not d[key] or not all(isinstance(b, str) and b for b in d[key])):
             raise ValueError(f"{key} must be a non-empty list of band names, got {d[key]!r}")
+    for key in ("error_scale", "kept_error"):
+        value = d.get("trust", {}).get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1e3):
+            raise ValueError(f"trust.{key} must be a number >= 0, got {value!r}")
     tile = d.get("tile_size", 256)
     if tile < 16:
         raise ValueError(f"tile_size must be >= 16 px, got {tile}")

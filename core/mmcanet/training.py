@@ -28,7 +28,7 @@ import torch.distributed as dist
 
 from .config import TrainConfig
 from .errors import CancelledError, ConfigError, InputError
-from .losses import opacity_loss, restoration_loss
+from .losses import laplace_nll, opacity_loss, restoration_loss
 from .modelfile import ModelCard, save_model
 from .models import build_model, model_config
 
@@ -242,7 +242,7 @@ def _plot(csv_path: Path, png_path: Path) -> None:
     plt.close(fig)
 
 
-CSV_FIELDS = ["step", "epoch", "lr", "loss", "l1", "carl", "ssim", "sam", "opacity", "seconds",
+CSV_FIELDS = ["step", "epoch", "lr", "loss", "l1", "carl", "ssim", "sam", "opacity", "error_nll", "seconds",
               "val_psnr", "val_ssim", "val_mae", "val_sam", "val_identity_psnr"]
 
 
@@ -361,7 +361,8 @@ def _train(
     model = build_model(cfg.arch, cfg.strategy, **cfg.model).to(device)
     if cfg.init:
         _init_from(model, cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    params = _trainable(model, cfg)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = RunPlan(len(data), cfg.batch_size, cfg.seed, cfg.epochs, rank, world).steps_per_epoch()
     total = steps_per_epoch * cfg.epochs
     if cfg.max_steps:
@@ -393,7 +394,7 @@ def _train(
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
         )
-    model.train()
+    _set_train_mode(model, cfg)
     use_amp = cfg.amp and device.type == "cuda"
     workers = cfg.workers if cfg.workers >= 0 else default_workers()
     plan = RunPlan(len(data), cfg.batch_size, cfg.seed, cfg.epochs, rank, world, start_epoch, start_consumed)
@@ -449,6 +450,10 @@ def _train(
                 loss = loss + w * l_k
                 if k == len(stages) - 1:
                     terms = t_k
+            if "log_error" in outputs and cfg.loss_error:
+                le = laplace_nll(outputs["log_error"].float(), outputs["restored"].float(), batch["s2_clear"])
+                loss = loss + cfg.loss_error * le
+                terms["error_nll"] = float(le.detach())
             if cfg.loss_opacity:
                 lo = opacity_loss(outputs["opacity_logits"].float(), batch["mask"])
                 loss = loss + cfg.loss_opacity * lo
@@ -457,7 +462,7 @@ def _train(
                 raise InputError(f"training diverged at step {step} (loss {float(loss)}); lower lr (now {cfg.lr})")
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             step += 1
             where = (epoch + 1, 0) if pos.consumed >= len(data) else (epoch, pos.consumed)
@@ -477,6 +482,7 @@ def _train(
                 acc = {}
                 if validate and val_readers:
                     val_metrics = validation()  # every rank scores its share
+                    _set_train_mode(model, cfg)
                     row.update({f"val_{k2}": f"{val_metrics[k2]:.4f}" for k2 in ("psnr", "ssim", "mae", "sam")})
                     row["val_identity_psnr"] = f"{val_metrics['identity_psnr']:.4f}"
                 if rank == 0:
@@ -524,16 +530,55 @@ def _stop_workers(batches: Any) -> None:
 
 
 def _init_from(model: torch.nn.Module, cfg: TrainConfig) -> None:
-    """Start from the weights of a model file (fine-tuning); the networks must be the same."""
+    """Start from the weights of a model file (fine-tuning); the networks must be the same.
+
+    The one allowed difference: this config adds an error head (the trust layer) to a model file
+    without one; the head starts untrained.
+    """
     from .modelfile import load_model
 
     src, card = load_model(cfg.init, "cpu")
-    if (card.arch, card.strategy, card.config) != (cfg.arch, cfg.strategy, model_config(cfg.arch, **cfg.model)):
+    have = model_config(card.arch, **card.config) if card.arch == cfg.arch else dict(card.config)
+    want = model_config(cfg.arch, **cfg.model)
+    same = {k: v for k, v in have.items() if k != "error_head"} == {k: v for k, v in want.items() if k != "error_head"}
+    if (card.arch, card.strategy) != (cfg.arch, cfg.strategy) or not same or (have.get("error_head") and not want["error_head"]):
         raise ConfigError(
             f"init: {cfg.init} is {card.arch}/{card.strategy} {card.config}; this config builds "
-            f"{cfg.arch}/{cfg.strategy} {model_config(cfg.arch, **cfg.model)}"
+            f"{cfg.arch}/{cfg.strategy} {want}"
         )
-    model.load_state_dict(src.state_dict())
+    missing, unexpected = model.load_state_dict(src.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("error_head.") for k in missing):
+        raise ConfigError(f"init: {cfg.init} does not match this network (missing {missing[:3]}, unexpected {unexpected[:3]})")
+
+
+def _trainable(model: torch.nn.Module, cfg: TrainConfig) -> list[torch.nn.Parameter]:
+    """The parameters the optimiser updates: all, or those of the ``train_only`` sub-modules (the rest frozen).
+
+    Raises:
+        ConfigError: a ``train_only`` name that is not a sub-module of this network.
+    """
+    if not cfg.train_only:
+        return list(model.parameters())
+    names = {n for n, m in model.named_children() if m is not None}
+    unknown = sorted(set(cfg.train_only) - names)
+    if unknown:
+        raise ConfigError(f"train_only: no sub-module {unknown} in this {cfg.arch} network; choose from {sorted(names)} "
+                          "(error_head needs model.error_head = true)")
+    for n, p in model.named_parameters():
+        p.requires_grad_(n.split(".")[0] in cfg.train_only)
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def _set_train_mode(model: torch.nn.Module, cfg: TrainConfig) -> None:
+    """Training mode; with ``train_only`` the frozen rest runs in eval mode, so the error head learns to
+    judge exactly the restoration inference produces (spectral prior included)."""
+    if not cfg.train_only:
+        model.train()
+        return
+    model.eval()
+    for n, m in model.named_children():
+        if n in cfg.train_only:
+            m.train()
 
 
 def _forward_train(net: torch.nn.Module, batch: dict[str, torch.Tensor], use_mask: bool) -> dict[str, Any]:

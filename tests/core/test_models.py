@@ -132,3 +132,44 @@ def test_spectral_prior_only_at_inference() -> None:
         raw = model.forward_stages(s2, s1)[-1]
     assert torch.allclose(train_out.detach(), raw)
     assert not torch.allclose(eval_out, raw)
+
+
+def test_error_head_never_changes_the_restoration() -> None:
+    torch.manual_seed(0)
+    plain = build_model("mmcanet", "single", **SMALL["mmcanet"]).eval()
+    judged = build_model("mmcanet", "single", **SMALL["mmcanet"], error_head=True).eval()
+    missing, unexpected = judged.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("error_head.") for k in missing)
+    s2, s1 = _inputs(2, 37, 53)
+    mask = (torch.rand(2, 1, 37, 53) > 0.5).float()
+    with torch.no_grad():
+        for m in (None, mask):
+            restored, err = judged.forward_with_error(s2, s1, m)
+            assert torch.equal(restored, plain(s2, s1, m))  # bit for bit: the spectral prior included
+            assert torch.equal(judged(s2, s1, m), restored)
+            assert err.shape == (2, 1, 37, 53) and bool((err > 0).all())
+    # and no gradient of the head's loss reaches the restorer
+    judged.train()
+    res = judged.forward_train(s2, s1)
+    res["log_error"].sum().backward()
+    assert all(p.grad is None for n, p in judged.named_parameters() if not n.startswith("error_head."))
+    assert any(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in judged.error_head.parameters())
+    with pytest.raises(ValueError, match="no error head"):
+        plain.forward_with_error(s2, s1)
+
+
+def test_error_head_option_is_checked_and_off_by_default() -> None:
+    assert model_config("mmcanet")["error_head"] is False
+    with pytest.raises(ValueError, match="error_head must be true or false"):
+        model_config("mmcanet", error_head=1)
+
+
+def test_laplace_nll_is_minimised_by_the_mean_absolute_error() -> None:
+    from mmcanet.losses import laplace_nll
+
+    torch.manual_seed(0)
+    pred = torch.rand(2, 13, 16, 16)
+    target = pred + 0.05 * torch.randn_like(pred).sign()  # |error| = 0.05 in every band
+    scales = [0.01, 0.03, 0.04, 0.05, 0.06, 0.08, 0.2]
+    losses = [float(laplace_nll(torch.full((2, 1, 16, 16), float(torch.log(torch.tensor(b)))), pred, target)) for b in scales]
+    assert scales[losses.index(min(losses))] == 0.05

@@ -182,3 +182,38 @@ def test_stop_at_ends_early_without_changing_the_schedule(tmp_path: Path, triple
     m2, _ = load_model(resumed.model_path)
     for (n1, p1), (_, p2) in zip(m1.state_dict().items(), m2.state_dict().items(), strict=True):
         assert torch.equal(p1, p2), n1
+
+
+def test_error_head_added_to_a_finished_model_trains_alone(tmp_path: Path, triplet_dir: Path) -> None:
+    # a model trained without the trust layer (every file before it, the bundled one too) ...
+    first = train(config_from_dict(_cfg(tmp_path / "a", triplet_dir, max_steps=2)))
+    m1, card1 = load_model(first.model_path)
+    assert m1.error_head is None and not card1.has_error_head
+    # ... gets an error head trained on its frozen restoration
+    second = train(config_from_dict(_cfg(tmp_path / "b", triplet_dir, max_steps=3, lr=1e-2, warmup_steps=1,
+                                         model={**TINY_MODEL, "error_head": True}, init=str(first.model_path),
+                                         train_only=["error_head"], loss_error=1.0)))
+    m2, card2 = load_model(second.model_path)
+    assert card2.has_error_head and m2.error_head is not None
+    for name, p in m1.state_dict().items():
+        assert torch.equal(p, m2.state_dict()[name]), name  # everything but the head is unchanged
+    rows = (second.run_dir / "metrics.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    nll = [float(r.split(",")[header.index("error_nll")]) for r in rows[1:]]
+    assert len(nll) == 3 and all(np.isfinite(nll))
+    s2, s1 = torch.rand(1, 13, 32, 32), torch.rand(1, 2, 32, 32)
+    with torch.no_grad():
+        out, err = m2.forward_with_error(s2, s1)
+        assert torch.equal(out, m1(s2, s1))
+    with pytest.raises(ConfigError, match="train_only"):  # no head in this network
+        train(config_from_dict(_cfg(tmp_path / "c", triplet_dir, max_steps=1, train_only=["error_head"])))
+    with pytest.raises(ConfigError, match="list of strings"):
+        config_from_dict(_cfg(tmp_path / "d", triplet_dir, train_only="error_head"))
+    with pytest.raises(ConfigError, match="init:"):  # a head cannot be dropped from a model that has one
+        train(config_from_dict(_cfg(tmp_path / "e", triplet_dir, max_steps=1, init=str(second.model_path))))
+
+
+def test_error_head_config_builds_on_the_finished_model() -> None:
+    cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "error_head.toml")
+    assert cfg.train_only == ["error_head"] and cfg.model == {"error_head": True}
+    assert cfg.init.endswith("mmcanet_default.safetensors")

@@ -16,11 +16,17 @@ from .progressive import STRATEGIES, CloudRemovalNet
 from .restorers import DSen2CRRestorer, MMCARestorer, SarEncoder
 
 DEFAULT_CONFIGS: dict[str, dict[str, Any]] = {
-    "mmcanet": {"widths": [16, 32, 64, 96], "heads": 4, "window": 8, "stages": 2, "ring_px": 24, "spectral_rank": 2},
-    "mmcanet_optical": {"widths": [16, 32, 64, 96], "heads": 4, "window": 8, "stages": 2, "ring_px": 24, "spectral_rank": 2},
-    "dsen2cr": {"width": 256, "depth": 16, "stages": 2, "ring_px": 24, "spectral_rank": 2},
+    "mmcanet": {"widths": [16, 32, 64, 96], "heads": 4, "window": 8, "stages": 2, "ring_px": 24, "spectral_rank": 2,
+                "error_head": False},
+    "mmcanet_optical": {"widths": [16, 32, 64, 96], "heads": 4, "window": 8, "stages": 2, "ring_px": 24, "spectral_rank": 2,
+                        "error_head": False},
+    "dsen2cr": {"width": 256, "depth": 16, "stages": 2, "ring_px": 24, "spectral_rank": 2, "error_head": False},
 }
-"""Default keyword configuration per architecture (these ARE the configuration schema)."""
+"""Default keyword configuration per architecture (these ARE the configuration schema).
+
+``error_head`` (the trust layer, docs/TRUST.md) is off by default: a model file whose card lacks it
+(every file written before it existed) builds without one, and a head is added to a finished model
+by a second training run (configs/error_head.toml)."""
 
 
 _INT_RANGES: dict[str, tuple[int, int]] = {
@@ -47,6 +53,8 @@ def check_model_config(arch: str, cfg: dict[str, Any]) -> None:
     for key, (lo, hi) in _INT_RANGES.items():
         if key in cfg:
             _check_int(key, cfg[key], lo, hi)
+    if "error_head" in cfg and not isinstance(cfg["error_head"], bool):
+        raise ValueError(f"error_head must be true or false, got {cfg['error_head']!r}")
     if "widths" in cfg:
         widths = cfg["widths"]
         if not isinstance(widths, (list, tuple)) or not 2 <= len(widths) <= 6:
@@ -86,19 +94,20 @@ def build_model(arch: str = "mmcanet", strategy: str = "single", bands: int = 13
     """
     cfg = model_config(arch, **config)
     stages, ring_px, rank = int(cfg["stages"]), int(cfg["ring_px"]), int(cfg["spectral_rank"])
+    err = bool(cfg["error_head"])
     sar_encoder: nn.Module | None = None
     make: Callable[[], nn.Module]
     if arch == "dsen2cr":
         make = partial(DSen2CRRestorer, bands=bands, width=int(cfg["width"]), depth=int(cfg["depth"]))
         return CloudRemovalNet(make, None, strategy, stages, bands, pad_multiple=1, ring_px=ring_px, pass_raw_sar=True,
-                               spectral_rank=rank)
+                               spectral_rank=rank, error_head=err)
     widths = tuple(int(w) for w in cfg["widths"])
     use_sar = arch == "mmcanet"
     make = partial(MMCARestorer, bands=bands, widths=widths, heads=int(cfg["heads"]), window=int(cfg["window"]), use_sar=use_sar)
     if use_sar:
         sar_encoder = SarEncoder(widths)
     return CloudRemovalNet(make, sar_encoder, strategy, stages, bands, pad_multiple=2 ** (len(widths) - 1), ring_px=ring_px,
-                           spectral_rank=rank)
+                           spectral_rank=rank, error_head=err)
 
 
 __all__ = ["ARCHITECTURES", "DEFAULT_CONFIGS", "STRATEGIES", "CloudRemovalNet", "build_model", "model_config"]

@@ -185,3 +185,38 @@ class OpacityNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.logits(x))
+
+
+class ErrorHead(nn.Module):
+    """Per-pixel predicted absolute error of a restoration: the trust layer (see docs/TRUST.md).
+
+    Judges a restoration it cannot change: it reads the cloudy input, the DETACHED restored image, the
+    guidance (cloud mask or opacity estimate), the SAR and the per-pixel change, and predicts ``log b``,
+    the log scale of a Laplace distribution of the error, where ``b`` is the expected absolute error
+    (mean over the bands, reflectance 0-1). Trained with the Laplace negative log-likelihood
+    (:func:`mmcanet.losses.laplace_nll`) on a frozen restorer; the idea is the variance head of Nix &
+    Weigend (1994), used for cloud removal by UnCRtainTS (Ebel et al., CVPR workshops 2023).
+
+    Args:
+        bands: S2 bands.
+        width: feature channels (~1.4 GMAC per 256 px tile at 24).
+    """
+
+    def __init__(self, bands: int, width: int = 24) -> None:
+        super().__init__()
+        in_ch = 2 * bands + 1 + 2 + 1
+        self.inp = nn.Sequential(nn.Conv2d(in_ch, width, 3, padding=1), _act())
+        self.ctx = nn.Sequential(  # half resolution, dilated: context of ~30 px (is this pixel deep in a cloud?)
+            nn.Conv2d(width, width, 3, stride=2, padding=1), _act(),
+            nn.Conv2d(width, width, 3, padding=2, dilation=2), _act(),
+            nn.Conv2d(width, width, 3, padding=4, dilation=4), _act(),
+        )
+        self.out = nn.Sequential(nn.Conv2d(2 * width, width, 3, padding=1), _act(), nn.Conv2d(width, 1, 1))
+        nn.init.constant_(self.out[-1].bias, -3.5)  # starts near exp(-3.5) = 0.03 reflectance
+
+    def forward(self, cloudy: torch.Tensor, restored: torch.Tensor, guide: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
+        """cloudy, restored (B, bands, H, W), guide (B, 1, H, W), s1 (B, 2, H, W), all 0-1 -> log b (B, 1, H, W)."""
+        change = (restored - cloudy).abs().mean(1, keepdim=True)
+        x = self.inp(torch.cat([cloudy, restored, guide, s1, change], dim=1))
+        c = F.interpolate(self.ctx(x), size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return torch.clamp(self.out(torch.cat([x, c], dim=1)), -9.0, 1.0)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..names import STRATEGIES
-from .blocks import OpacityNet
+from .blocks import ErrorHead, OpacityNet
 from .spectral import project_to_scene_subspace
 
 
@@ -39,6 +39,8 @@ class CloudRemovalNet(nn.Module):
         pass_raw_sar: give the raw S1 tensor as context (channel-concatenation restorers).
         spectral_rank: at inference, cloudy pixels are projected onto the mean + this many principal
             spectral components of the tile's clear pixels (0 = off); see models/spectral.py.
+        error_head: add an :class:`~.blocks.ErrorHead` (the trust layer): a per-pixel predicted absolute
+            error of the restoration, computed from the detached output so it never changes it.
     """
 
     def __init__(
@@ -52,6 +54,7 @@ class CloudRemovalNet(nn.Module):
         ring_px: int = 24,
         pass_raw_sar: bool = False,
         spectral_rank: int = 0,
+        error_head: bool = False,
     ) -> None:
         super().__init__()
         if strategy not in STRATEGIES:
@@ -64,6 +67,7 @@ class CloudRemovalNet(nn.Module):
         self.sar_encoder = sar_encoder
         self.opacity = OpacityNet(bands)
         self.cloud_colour = nn.Parameter(torch.full((1, bands, 1, 1), 0.35))
+        self.error_head = ErrorHead(bands) if error_head else None
 
     # ---- helpers -------------------------------------------------------------------------------
     def _pad(self, t: torch.Tensor, mode: str = "reflect") -> torch.Tensor:
@@ -83,7 +87,7 @@ class CloudRemovalNet(nn.Module):
 
     # ---- forward -------------------------------------------------------------------------------
     def forward_train(
-        self, s2: torch.Tensor, s1: torch.Tensor, mask: torch.Tensor | None = None
+        self, s2: torch.Tensor, s1: torch.Tensor, mask: torch.Tensor | None = None, judge: bool = True
     ) -> dict[str, Any]:
         """Run the strategy and keep every intermediate.
 
@@ -91,10 +95,13 @@ class CloudRemovalNet(nn.Module):
             s2: cloudy optical (B, bands, H, W), 0-1 reflectance.
             s1: SAR (B, 2, H, W), 0-1 (normalised dB); zeros when SAR is missing.
             mask: optional cloud mask/opacity (B, 1, H, W) in [0, 1]; estimated when None.
+            judge: run the error head (when the network has one).
 
         Returns:
             dict with ``stages`` (list of (B, bands, H, W), the last is the output) and
-            ``opacity_logits`` (B, 1, H, W) of the opacity net.
+            ``opacity_logits`` (B, 1, H, W) of the opacity net; with an error head also ``restored``
+            (B, bands, H, W), the detached output :meth:`forward` would return in this mode, and
+            ``log_error`` (B, 1, H, W), the log of its predicted absolute error (mean over bands).
         """
         h, w = s2.shape[-2:]
         x0 = self._pad(s2)
@@ -136,7 +143,20 @@ class CloudRemovalNet(nn.Module):
                 filled = filled + ring
                 stages.append(x)
         stages = [t[..., :h, :w] for t in stages]
-        return {"stages": stages, "opacity_logits": logits[..., :h, :w]}
+        result: dict[str, Any] = {"stages": stages, "opacity_logits": logits[..., :h, :w]}
+        if judge and self.error_head is not None:
+            # the head judges the restoration, it never trains or changes it
+            cloud = mask if mask is not None else torch.sigmoid(result["opacity_logits"])  # as forward: same bits
+            restored = self._project(stages[-1].detach(), cloud.detach())
+            log_b = self.error_head(x0, self._pad(restored), guide.detach(), sar)
+            result.update(restored=restored, log_error=log_b[..., :h, :w])
+        return result
+
+    def _project(self, out: torch.Tensor, cloud: torch.Tensor) -> torch.Tensor:
+        """The spectral-subspace prior of eval mode (identity in training mode or with rank 0)."""
+        if self.spectral_rank > 0 and not self.training:
+            return project_to_scene_subspace(out, cloud, self.spectral_rank)
+        return out
 
     def forward_stages(self, s2: torch.Tensor, s1: torch.Tensor, mask: torch.Tensor | None = None) -> list[torch.Tensor]:
         """Outputs of every stage (B, bands, H, W); the last one is the restored image."""
@@ -148,12 +168,30 @@ class CloudRemovalNet(nn.Module):
         In eval mode with ``spectral_rank > 0`` the cloudy pixels (the given mask, else the opacity
         estimate) are kept in the scene's clear spectral subspace (models/spectral.py).
         """
+        res = self.forward_train(s2, s1, mask, judge=False)
+        cloud = mask if mask is not None else torch.sigmoid(res["opacity_logits"])
+        return self._project(res["stages"][-1], cloud)
+
+    def forward_with_error(
+        self, s2: torch.Tensor, s1: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Restore and predict the error of the restoration in the same pass.
+
+        Args:
+            s2, s1, mask: as :meth:`forward`.
+
+        Returns:
+            ``(restored, error)``: restored (B, bands, H, W) 0-1 unclamped, exactly what :meth:`forward`
+            returns, and its predicted absolute error (B, 1, H, W), mean over bands, reflectance 0-1,
+            before the model card's calibration scale.
+
+        Raises:
+            ValueError: when the network has no error head.
+        """
+        if self.error_head is None:
+            raise ValueError("this network has no error head (model config error_head = false)")
         res = self.forward_train(s2, s1, mask)
-        out: torch.Tensor = res["stages"][-1]
-        if self.spectral_rank > 0 and not self.training:
-            cloud = mask if mask is not None else torch.sigmoid(res["opacity_logits"])
-            out = project_to_scene_subspace(out, cloud, self.spectral_rank)
-        return out
+        return res["restored"], torch.exp(res["log_error"])
 
     def set_strategy(self, strategy: str) -> None:
         """Switch strategy at inference where the weights allow it (not to/from multistage)."""
