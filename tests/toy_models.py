@@ -29,6 +29,8 @@ class Card:
     s2_bands: tuple[str, ...] = S2_BANDS_L1C
     s1_bands: tuple[str, ...] = S1_BANDS
     normalization: Normalization = field(default_factory=Normalization)
+    config: dict[str, object] = field(default_factory=dict)
+    trust: dict[str, object] = field(default_factory=dict)
 
 
 class Identity(nn.Module):
@@ -155,3 +157,23 @@ class FailsAbove(nn.Module):
             return activations.as_subclass(_FailsOnCopy)  # the engine's .cpu() raises
         kind, message = OOM_KINDS[self.kind]
         raise kind(message)  # a new exception per failure, as torch raises
+
+
+class KnownError(nn.Module):
+    """Restores every band to ``value`` and predicts the error ``error * (1 + VV)`` (model units, VV 0-1).
+
+    Its card needs ``config={"error_head": True}``; the error pattern follows the SAR, so a tile or
+    band mix-up in the trust layer shows.
+    """
+
+    def __init__(self, value: float = 0.5, error: float = 0.05) -> None:
+        super().__init__()
+        self.value, self.error = value, error
+
+    def forward(self, s2: torch.Tensor, s1: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.full_like(s2, self.value)
+
+    def forward_with_error(
+        self, s2: torch.Tensor, s1: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.forward(s2, s1, mask), self.error * (1.0 + s1[:, :1])

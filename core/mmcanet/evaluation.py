@@ -8,7 +8,9 @@ reference: a model must beat it to be useful.
 Outputs in ``out_dir``: ``metrics.csv`` (one row per image + model / identity columns),
 ``report.md`` (protocol, mean table, per-image table, quick-looks) and ``quicklook_*.png`` (per row:
 SAR VV | cloudy | restored | reference; true colour B4, B3, B2 with one 2-98 % stretch per row,
-computed on the reference and applied to all three optical panels).
+computed on the reference and applied to all three optical panels). For a model with an error head
+(the trust layer, docs/TRUST.md) also: the within-image Spearman correlation between predicted and
+actual absolute error per image, a reliability table and ``reliability.png``.
 """
 
 from __future__ import annotations
@@ -47,6 +49,8 @@ class EvaluationResult:
         metrics_csv: path of metrics.csv.
         report_md: path of report.md.
         quicklooks: paths of the quick-look PNGs.
+        reliability: the trust layer's reliability table (pooled pixels), empty without an error head.
+        reliability_png: the reliability plot, when written.
     """
 
     rows: list[dict[str, Any]]
@@ -57,6 +61,8 @@ class EvaluationResult:
     metrics_csv: Path
     report_md: Path
     quicklooks: list[Path] = field(default_factory=list)
+    reliability: list[Any] = field(default_factory=list)
+    reliability_png: Path | None = None
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -196,6 +202,7 @@ def score_image(
     device: torch.device,
     model_normalization: Normalization | None = None,
     use_mask: bool = True,
+    error_scale: float | None = None,
 ) -> tuple[dict[str, Any], np.ndarray]:
     """Score the model and the identity baseline on one full image: THE scoring rule of the project.
 
@@ -208,6 +215,9 @@ def score_image(
         device: the model's device.
         model_normalization: the model's normalisation (S2 goes in / comes out through it).
         use_mask: pass the sample's cloud mask to the model (else ``None``: the model estimates it).
+        error_scale: for a model with an error head, its card's calibration scale: the trust layer is
+            scored too (row ``error_spearman``, ``error_mean_predicted``, ``error_mean_actual``, and the
+            per-pixel arrays under ``_predicted_error`` / ``_actual_error`` for pooled tables).
 
     Returns:
         ``(row, restored)``: row with ``id``, ``cloud_fraction``, ``has_sar`` and ``{model,identity}_{metric}``;
@@ -222,11 +232,25 @@ def score_image(
     x2 = torch.from_numpy(norm.s2_to_unit(cloudy * np.float32(10000.0)))[None].to(device)
     x1 = torch.from_numpy(s1 if has_sar else np.zeros_like(s1))[None].to(device)
     m = torch.from_numpy(mask)[None].to(device) if use_mask else None
+    err = None
     with torch.inference_mode():
-        y = model(x2, x1, m) if m is not None else model(x2, x1)
-    restored = np.clip(y[0].float().cpu().numpy(), 0.0, 1.0) * np.float32(norm.s2_max_dn / 10000.0)
+        if error_scale is not None:
+            y, err = model.forward_with_error(x2, x1, m)  # type: ignore[operator]
+        else:
+            y = model(x2, x1, m) if m is not None else model(x2, x1)
+    scale = np.float32(norm.s2_max_dn / 10000.0)
+    restored = np.clip(y[0].float().cpu().numpy(), 0.0, 1.0) * scale
     restored = np.clip(restored, 0.0, 1.0)
     row: dict[str, Any] = {"id": str(sample.get("id", "")), "cloud_fraction": float(mask.mean()), "has_sar": int(has_sar)}
+    if err is not None and error_scale is not None:
+        from .trust import actual_error, spearman
+
+        predicted = err[0, 0].float().cpu().numpy() * scale * np.float32(error_scale)
+        actual = actual_error(restored, reference)
+        row["error_spearman"] = spearman(predicted, actual)
+        row["error_mean_predicted"] = float(predicted.mean())
+        row["error_mean_actual"] = float(actual.mean())
+        row["_predicted_error"], row["_actual_error"] = predicted, actual
     for src, img in (("model", restored), ("identity", cloudy)):
         for k, v in compute_metrics(img, reference).items():
             row[f"{src}_{k}"] = float(v)
@@ -291,6 +315,7 @@ def evaluate_model(
     notes: Sequence[str] = (),
     progress: Callable[[float], None] | None = None,
     is_canceled: Callable[[], bool] | None = None,
+    error_scale: float | None = None,
 ) -> EvaluationResult:
     """Score a model on every image of a dataset, with the identity baseline, and write the report.
 
@@ -309,6 +334,9 @@ def evaluate_model(
         notes: extra lines for the report's header.
         progress: ``progress(fraction)`` callback.
         is_canceled: returns True to stop (raises :class:`mmcanet.errors.CancelledError`).
+        error_scale: the card's calibration scale of a model with an error head (``forward_with_error``):
+            the trust layer is scored too (per-image ``error_spearman``, the reliability table and plot);
+            None = not scored.
 
     Returns:
         :class:`EvaluationResult`.
@@ -329,12 +357,17 @@ def evaluate_model(
     dev = torch.device(device)
     rows: list[dict[str, Any]] = []
     looks: list[Path] = []
+    trust_pred: list[np.ndarray] = []
+    trust_actual: list[np.ndarray] = []
     model.eval()
     for i in range(n):
         if is_canceled is not None and is_canceled():
             raise CancelledError(f"evaluation cancelled after {i} of {n} images")
         s = dataset[i]
-        row, restored = score_image(model, s, dev, norm, use_mask)
+        row, restored = score_image(model, s, dev, norm, use_mask, error_scale)
+        if error_scale is not None:
+            trust_pred.append(row.pop("_predicted_error").ravel())
+            trust_actual.append(row.pop("_actual_error").ravel())
         rows.append(row)
         cloudy, reference = np.asarray(s["s2_cloudy"], dtype=np.float32), np.asarray(s["s2_clear"], dtype=np.float32)
         s1 = np.asarray(s["s1"], dtype=np.float32)
@@ -345,13 +378,89 @@ def evaluate_model(
             looks.append(png)
         if progress is not None:
             progress((i + 1) / n)
-    numeric = [c for c in _columns() if c not in ("id",)]
+    columns = _columns() + (list(_TRUST_COLUMNS) if trust_pred else [])
+    numeric = [c for c in columns if c not in ("id",)]
     mean = {c: float(np.mean([r[c] for r in rows])) for c in numeric}
+    table: list[Any] = []
+    png = None
+    if trust_pred:
+        from .trust import reliability_table
+
+        table = reliability_table(np.concatenate(trust_pred), np.concatenate(trust_actual))
+        finite = [r["error_spearman"] for r in rows if math.isfinite(r["error_spearman"])]
+        mean["error_spearman_median"] = float(np.median(finite)) if finite else math.nan
+        png = _reliability_plot(table, out / "reliability.png")
     csv_path = out / "metrics.csv"
-    _write_csv(csv_path, rows, _columns())
+    _write_csv(csv_path, rows, columns)
     report = out / "report.md"
-    _write_text_atomic(report, _report_text(rows, mean, data_kind, title, notes, use_mask, looks))
-    return EvaluationResult(rows, mean, n, data_kind, out, csv_path, report, looks)
+    text = _report_text(rows, mean, data_kind, title, notes, use_mask, looks)
+    if trust_pred:
+        text += _trust_text(rows, mean, table, png, error_scale)
+    _write_text_atomic(report, text)
+    return EvaluationResult(rows, mean, n, data_kind, out, csv_path, report, looks, table, png)
+
+
+_TRUST_COLUMNS = ("error_spearman", "error_mean_predicted", "error_mean_actual")
+"""Per-image columns of the trust layer (models with an error head)."""
+
+
+def _reliability_plot(table: Sequence[Any], path: Path) -> Path | None:
+    """Mean actual against mean predicted error per bin, with the diagonal and the +-30 % band (PNG)."""
+    from .trust import RELIABILITY_TOLERANCE
+
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:  # the plot is optional; the table is in the report
+        return None
+    pred = np.array([b.mean_predicted for b in table])
+    act = np.array([b.mean_actual for b in table])
+    top = float(max(pred.max(), act.max()) * 1.15) if len(table) else 1.0
+    fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=100)
+    line = np.array([0.0, top])
+    ax.fill_between(line, line * (1 - RELIABILITY_TOLERANCE), line * (1 + RELIABILITY_TOLERANCE), color="0.9",
+                    label=f"within +-{RELIABILITY_TOLERANCE:.0%}")
+    ax.plot(line, line, color="0.5", lw=1, label="perfectly calibrated")
+    ax.plot(pred, act, "o-", color="C0", label="per bin of predicted error")
+    ax.set_xlim(0, top)
+    ax.set_ylim(0, top)
+    ax.set_xlabel("mean predicted absolute error (reflectance)")
+    ax.set_ylabel("mean actual absolute error (reflectance)")
+    ax.set_title("Trust layer reliability")
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def _trust_text(rows: Sequence[dict[str, Any]], mean: dict[str, float], table: Sequence[Any], png: Path | None,
+                error_scale: float | None) -> str:
+    """The report's trust-layer section: Spearman per image, reliability table, plot."""
+    from .trust import RELIABILITY_TOLERANCE, reliability_holds
+
+    lines = [
+        "", "## Trust layer (predicted absolute error)", "",
+        f"- predicted = the error head's output x the card's error_scale ({error_scale:.4f}), reflectance, mean over "
+        "bands; actual = |restored - reference| mean over bands, per pixel (all pixels, as scored above).",
+        f"- median within-image Spearman correlation (predicted vs actual): {_fmt(mean['error_spearman_median'], 3)}",
+        f"- reliability within +-{RELIABILITY_TOLERANCE:.0%} in every bin: {'yes' if reliability_holds(table) else 'no'}",
+        "", "| id | Spearman | mean predicted | mean actual |", "|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['id']} | {_fmt(r['error_spearman'], 3)} | {_fmt(r['error_mean_predicted'])} | "
+                     f"{_fmt(r['error_mean_actual'])} |")
+    lines += ["", "Reliability (pixels of all images in equal-count bins of predicted error):", "",
+              "| predicted range | pixels | mean predicted | mean actual | actual / predicted |", "|---|---|---|---|---|"]
+    for b in table:
+        lines.append(f"| {b.low:.4f}-{b.high:.4f} | {b.n} | {b.mean_predicted:.4f} | {b.mean_actual:.4f} | {b.ratio:.2f} |")
+    if png is not None:
+        lines += ["", f"![reliability]({png.name})"]
+    return "\n".join(lines) + "\n"
 
 
 def _report_text(
@@ -450,6 +559,8 @@ def evaluate(
     reader_norm = Normalization(s1_db_ranges=card_norm.s1_db_ranges) if card_norm is not None else Normalization()
     dataset, kind = open_evaluation_data(data_dir, reader_norm)
     model, card = load_model(mpath, device)
+    from .trust import trust_settings
+
     return evaluate_model(
         model,
         dataset,
@@ -464,4 +575,5 @@ def evaluate(
         notes=[f"model: {card.summary()}", f"data: {Path(data_dir)}", f"device: {device}"],
         progress=progress,
         is_canceled=is_canceled,
+        error_scale=trust_settings(card)[0] if card.has_error_head else None,
     )

@@ -63,8 +63,13 @@ class RestoreOptions:
             validation image (docs/QUALITY.md).
         sar_units: ``"auto"`` (detect), ``"db"`` or ``"linear"`` (power, converted to dB).
         mask_output: optional uint8 GeoTIFF of the cloud mask used (1 cloud/shadow, 0 clear, 255 nodata).
-        confidence_output: optional float32 GeoTIFF of the per-pixel change: mean absolute change in
-            reflectance over the bands (0 where the input was kept; -1 = nodata).
+        change_output: optional float32 GeoTIFF of the per-pixel change: mean absolute change in
+            reflectance over the bands between output and input (0 where the input was kept; -1 =
+            nodata). It measures how much was changed, NOT how right it is (formerly "confidence").
+        uncertainty_output: optional float32 GeoTIFF, band ``predicted_abs_error``: the trust layer, the
+            predicted absolute error of each output pixel (reflectance 0-1, mean over the bands; -1 =
+            nodata); pixels kept from the input get the model's calibrated clear-sky difference. Needs
+            a model with an error head (docs/TRUST.md).
         feather: width (px) of the soft transition around masked clouds when keeping clear pixels.
         smooth_coarse_bands: under cloud, feed the network the 20 m / 60 m bands Gaussian-smoothed instead
             of as 2 x 2 / 6 x 6 blocks (removes the block grid from the fill; see :mod:`mmcanet.coarse_bands`).
@@ -93,7 +98,8 @@ class RestoreOptions:
     keep_clear: bool = DEFAULT_KEEP_CLEAR
     sar_units: str = DEFAULT_SAR_UNITS
     mask_output: PathLike | None = None
-    confidence_output: PathLike | None = None
+    change_output: PathLike | None = None
+    uncertainty_output: PathLike | None = None
     feather: int = DEFAULT_FEATHER
     clear_weight: float = DEFAULT_CLEAR_WEIGHT
     smooth_coarse_bands: bool = True

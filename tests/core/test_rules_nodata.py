@@ -112,8 +112,8 @@ def test_nan_in_one_sar_band_only_is_restored_from_the_optical(tmp_path: Path, b
     s1 = rasters.write_s1(tmp_path / "s1.tif", H, W, array=sar)
     s2 = rasters.write_s2(tmp_path / "s2.tif", H, W)
     res = run(Constant(0.3), s1, s2, tmp_path / "o.tif", keep_clear=False,
-              mask_output=tmp_path / "m.tif", confidence_output=tmp_path / "c.tif")
-    out, mask, change = (rasters.read(p) for p in (res.output, res.mask_output, res.confidence_output))
+              mask_output=tmp_path / "m.tif", change_output=tmp_path / "c.tif")
+    out, mask, change = (rasters.read(p) for p in (res.output, res.mask_output, res.change_output))
     # #10: a SAR gap never blanks valid optical pixels; they are restored from the optical alone
     assert (out == 3000).all()
     assert (mask[0] != 255).all() and (change[0] >= 0).all()
@@ -341,7 +341,7 @@ def test_keyboard_interrupt_mid_run_leaves_no_file(tmp_path: Path) -> None:
             raise KeyboardInterrupt
 
     opts = RestoreOptions(sar=s1, optical=s2, output=tmp_path / "o.tif", mask_output=tmp_path / "m.tif",
-                          confidence_output=tmp_path / "c.tif", batch_size=1)
+                          change_output=tmp_path / "c.tif", batch_size=1)
     with pytest.raises(KeyboardInterrupt):
         restore_scene_with_model(Identity(), Card(), opts, progress=progress)
     assert 0 < seen[-1] < 1

@@ -44,5 +44,10 @@ def run(args: argparse.Namespace) -> int:
         fa = f"{a:10.4f}" if math.isfinite(a) else f"{a!s:>10s}"
         fb = f"{b:10.4f}" if math.isfinite(b) else f"{b!s:>10s}"
         print(f"{m:8s} {fa} {fb}")
+    if res.reliability:
+        from ..trust import reliability_holds
+
+        print(f"trust layer: median within-image Spearman {res.mean['error_spearman_median']:.3f}; reliability "
+              f"within +-30 % in every bin: {'yes' if reliability_holds(res.reliability) else 'no'}")
     print(f"report: {res.report_md}")
     return 0

@@ -41,7 +41,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     io.add_argument("--output", help="restored GeoTIFF to write")
     io.add_argument("--cloud-mask", help="1-band cloud mask (non-zero = cloud/shadow); default: detected")
     io.add_argument("--mask-output", help="also write the cloud mask used (uint8: 1 cloud, 0 clear, 255 nodata)")
-    io.add_argument("--confidence-output", help="also write the per-pixel mean absolute change in reflectance (float32)")
+    io.add_argument("--change-output", help="also write the per-pixel mean absolute change in reflectance (float32): "
+                    "how much was changed, not how right it is")
+    io.add_argument("--confidence-output", dest="confidence_output", help="deprecated name of --change-output")
+    io.add_argument("--uncertainty-output", help="also write the trust layer: the predicted absolute error of every "
+                    "output pixel in reflectance (float32, band predicted_abs_error); needs a model with an error head")
     io.add_argument(
         "--list",
         metavar="FILE",
@@ -212,11 +216,19 @@ def run(args: argparse.Namespace) -> int:
         "extent_crs": args.extent_crs,
         "precision": args.precision,
     }
+    if args.confidence_output:
+        if args.change_output:
+            raise InputError("--confidence-output is the deprecated name of --change-output: give only --change-output")
+        logger.warning("--confidence-output is deprecated (it is the mean absolute change, not a confidence): "
+                       "use --change-output; --uncertainty-output writes the predicted error")
+        args.change_output = args.confidence_output
     # the settings shared by every scene are checked before any model is loaded
     options.validate(RestoreOptions(sar="", optical="", output="", **common))
     if args.list:
-        if args.sar or args.optical or args.output or args.cloud_mask or args.mask_output or args.confidence_output:
-            raise InputError("--list cannot be combined with --sar/--optical/--output/--cloud-mask/--mask-output/--confidence-output")
+        if (args.sar or args.optical or args.output or args.cloud_mask or args.mask_output or args.change_output
+                or args.uncertainty_output):
+            raise InputError("--list cannot be combined with --sar/--optical/--output/--cloud-mask/--mask-output/"
+                             "--change-output/--uncertainty-output")
         return _run_list(args, common)
     if args.failures or args.skip_existing:
         raise InputError("--failures and --skip-existing only apply to --list")
@@ -230,7 +242,8 @@ def run(args: argparse.Namespace) -> int:
         output=args.output,
         cloud_mask=args.cloud_mask,
         mask_output=args.mask_output,
-        confidence_output=args.confidence_output,
+        change_output=args.change_output,
+        uncertainty_output=args.uncertainty_output,
         **common,
     )
     update, close = _progress(Path(args.output).name)

@@ -43,6 +43,7 @@ class BatchRunner:
         batch_size: tiles per forward (halved on an allocation failure).
         rep: receives the out-of-memory warnings.
         tuning: memory layout choice on the CPU.
+        with_error: also run the model's error head (``model.forward_with_error``): the trust layer.
     """
 
     def __init__(
@@ -55,8 +56,12 @@ class BatchRunner:
         batch_size: int,
         rep: Reporter,
         tuning: EngineTuning,
+        with_error: bool = False,
     ) -> None:
         self.model, self.card, self.device, self.rep = model, card, device, rep
+        self.with_error = with_error
+        self.errors: np.ndarray | None = None
+        """After :meth:`run` with ``with_error``: float32 ``(len(idx), h, w)`` raw predicted error (model units)."""
         self.norm: Normalization = card.normalization
         self.band_map = band_map
         self.smooth_coarse_bands = True
@@ -142,7 +147,8 @@ class BatchRunner:
             masks: cloud mask per slot in ``idx`` (passed to the model only when every one is known).
 
         Returns:
-            float32 ``(len(idx), C, h, w)`` model output clamped to 0-1, model band order.
+            float32 ``(len(idx), C, h, w)`` model output clamped to 0-1, model band order; with
+            ``with_error`` the predicted error (model units, clamped to 0-1) is left in :attr:`errors`.
 
         Raises:
             MMCANetError: not even one tile fits (the message says which tile size and device).
@@ -166,7 +172,11 @@ class BatchRunner:
                 continue
             # outside the except block: the failed chunk's exception, frames and tensors are unreachable now
             self._shrink(size, failure)
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+        y = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        if self.with_error:  # the last channel is the predicted error (forward concatenates it)
+            self.errors = np.ascontiguousarray(y[:, -1])
+            y = np.ascontiguousarray(y[:, :-1])
+        return y
 
     def _attempt(self, s2: np.ndarray, s1: np.ndarray, mask: np.ndarray | None) -> tuple[np.ndarray | None, str]:
         """One chunk through the model: ``(output, "")``, or ``(None, why)`` when an allocation failed.
@@ -232,8 +242,12 @@ class BatchRunner:
         """Model forward; checks the output shape."""
         import torch
 
-        y = self.model(s2, s1, mask=mask)
-        expected = (s2.shape[0], len(self.card.s2_bands), *s2.shape[-2:])
+        if self.with_error:  # the restoration and its predicted error, as one tensor (C + 1 channels)
+            restored, err = self.model.forward_with_error(s2, s1, mask)  # type: ignore[operator]
+            y = torch.cat([restored, err], dim=1)
+        else:
+            y = self.model(s2, s1, mask=mask)
+        expected = (s2.shape[0], len(self.card.s2_bands) + int(self.with_error), *s2.shape[-2:])
         if not isinstance(y, torch.Tensor) or y.shape != expected:
             shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
             raise MMCANetError(f"model '{self.card.name}' returned {shape}; expected {expected}")

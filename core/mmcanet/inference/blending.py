@@ -4,10 +4,11 @@ Everything that decides an output pixel's value from the model outputs lives her
 
 * :func:`restore_weight`: per tile, how much of the restored value replaces the input (1 under the
   cloud mask, feathered to 0 around it with ``keep_clear``; 0 on invalid pixels);
-* :func:`composite_tile`: a tile's composited DN ``alpha * restored + (1 - alpha) * input``;
+* :func:`composite_tile`: a tile's composited DN ``alpha * restored + (1 - alpha) * input`` (and,
+  for the trust layer, its predicted error ``alpha * predicted + (1 - alpha) * kept_error``);
 * :class:`StripAccumulator`: weighted sums of overlapping tiles (weights below);
 * :func:`finish_pixels`: the blended mean to output DN (rounding, nodata, never a false nodata),
-  the cloud-mask output and the per-pixel change output.
+  the cloud-mask output, the per-pixel change output and the predicted-error output.
 
 Weighted blending of overlapping tiles into a strip buffer whose size does not depend on the scene height.
 
@@ -35,7 +36,9 @@ from .tiling import Tile, TilePlan
 MASK_NODATA = 255
 """Value of nodata pixels in the cloud-mask output (1 cloud/shadow, 0 clear)."""
 CHANGE_NODATA = -1.0
-"""Value of nodata pixels in the per-pixel change (confidence) output."""
+"""Value of nodata pixels in the per-pixel change output."""
+ERROR_NODATA = -1.0
+"""Value of nodata pixels in the predicted-error (uncertainty) output."""
 
 EDGE_WEIGHT = 1e-3
 """Weight of a tile's outermost ``margin`` pixels where a neighbour overlaps them (> 0, so never 0 / 0)."""
@@ -292,8 +295,11 @@ def composite_tile(
     input_dn: np.ndarray,
     mask: np.ndarray | None,
     scale: float,
+    error: np.ndarray | None = None,
+    kept_error: float | None = None,
 ) -> np.ndarray:
-    """A tile's values to blend: composited DN ``alpha * restored + (1 - alpha) * input``, then the cloud mask.
+    """A tile's values to blend: composited DN ``alpha * restored + (1 - alpha) * input``, the cloud mask
+    and, when ``kept_error`` is given, the predicted absolute error.
 
     The input is the same in every tile, so blending these composited values equals compositing the
     blend, and no alpha plane is needed; where ``alpha = 0`` the input DN comes back exactly (even
@@ -305,12 +311,15 @@ def composite_tile(
         input_dn: ``(n, h, w)`` the optical input (any dtype).
         mask: bool ``(h, w)`` cloud mask or None (0).
         scale: DN per unit of model output (the card's ``s2_max_dn``).
+        error: float32 ``(h, w)`` predicted absolute error of ``restored`` (reflectance), or None (not run).
+        kept_error: predicted absolute error (reflectance) of a pixel kept from the input; None = no
+            error channel. The error is composited like the values: ``alpha * error + (1 - alpha) * kept``.
 
     Returns:
-        float32 ``(n + 1, h, w)``: composited DN and the mask as 0/1.
+        float32 ``(n + 1, h, w)``: composited DN and the mask as 0/1; ``(n + 2, h, w)`` with the error.
     """
     n = input_dn.shape[0]
-    values = np.empty((n + 1, *alpha.shape), np.float32)
+    values = np.empty((n + (1 if kept_error is None else 2), *alpha.shape), np.float32)
     s = np.float32(scale)
     if restored is not None and alpha.min() >= 1.0:  # restored everywhere: the input drops out
         np.multiply(restored, s, out=values[:n])
@@ -319,6 +328,10 @@ def composite_tile(
         if restored is not None:
             values[:n] += alpha * (restored * s - values[:n])
     values[n] = 0.0 if mask is None else mask
+    if kept_error is not None:
+        values[n + 1] = np.float32(kept_error)
+        if error is not None:
+            values[n + 1] += alpha * (error - np.float32(kept_error))
     return values
 
 
@@ -357,6 +370,13 @@ def finish_pixels(
 def mask_values(cloud: np.ndarray, invalid: np.ndarray) -> np.ndarray:
     """The cloud-mask output: 1 cloud/shadow, 0 clear, :data:`MASK_NODATA` where invalid."""
     return np.where(invalid, MASK_NODATA, cloud)
+
+
+def error_values(error: np.ndarray, invalid: np.ndarray) -> np.ndarray:
+    """The predicted-error output (reflectance, >= 0); :data:`ERROR_NODATA` where invalid."""
+    out = np.maximum(error, np.float32(0.0))
+    out[invalid] = ERROR_NODATA
+    return out
 
 
 def change_values(out: np.ndarray, input_dn: np.ndarray, invalid: np.ndarray, scale: float) -> np.ndarray:

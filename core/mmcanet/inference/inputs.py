@@ -62,7 +62,8 @@ class SceneInputs:
     mask_what: str
     output: Path
     mask_output: Path | None
-    confidence_output: Path | None
+    change_output: Path | None
+    uncertainty_output: Path | None
 
     @property
     def optical_what(self) -> str:
@@ -207,13 +208,15 @@ def open_inputs(opts: RestoreOptions, rep: Reporter) -> SceneInputs:
         mask = align_to(mask_ds, mask_info, opt_info, what=mask_what, ref_what=opt_what, resample="near", warn=rep.warn)
 
     check_outputs(
-        {"output": opts.output, "mask output": opts.mask_output, "confidence output": opts.confidence_output},
+        {"output": opts.output, "mask output": opts.mask_output, "change output": opts.change_output,
+         "uncertainty output": opts.uncertainty_output},
         {"optical image": opts.optical, "SAR image": opts.sar, "cloud mask": opts.cloud_mask,
          "model file": opts.model or default_model_path()},
     )
     output = check_writable(opts.output, "output")
     extra = {}
-    for key, label in (("mask_output", "mask output"), ("confidence_output", "confidence output")):
+    for key, label in (("mask_output", "mask output"), ("change_output", "change output"),
+                       ("uncertainty_output", "uncertainty output")):
         value = getattr(opts, key)
         extra[key] = check_writable(value, label) if value else None
     nodata = opt_info.nodata[0]
@@ -230,7 +233,8 @@ def open_inputs(opts: RestoreOptions, rep: Reporter) -> SceneInputs:
         mask_what=mask_what,
         output=output,
         mask_output=extra["mask_output"],
-        confidence_output=extra["confidence_output"],
+        change_output=extra["change_output"],
+        uncertainty_output=extra["uncertainty_output"],
     )
 
 

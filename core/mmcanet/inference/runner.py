@@ -20,6 +20,7 @@ from ..cpus import rank_cpus
 from ..options import RestoreOptions, resolve_tiling
 from ..raster_io import RasterWriter
 from ..reporting import Reporter
+from ..trust import trust_settings
 from . import blending
 from .batches import BatchRunner
 from .inputs import ModelCardLike, SceneInputs, model_band_map, output_band_map
@@ -90,11 +91,16 @@ class SceneRunner:
         info = ins.optical_info
         self.plan: TilePlan = plan_tiles(info.width, info.height, self.tile_size, self.overlap)
         self.n_in = len(names)
-        # strip channels: composited DN (n_in), cloud mask
-        self.acc = blending.StripAccumulator(self.plan, self.n_in + 1, self.overlap)
+        # the trust layer: predicted absolute error (reflectance) = the head's raw error (model units) x
+        # error_scale x s2_max_dn / 10000; pixels kept from the input get kept_error
+        self.with_error = ins.uncertainty_output is not None
+        self.error_scale, self.kept_error = trust_settings(card) if self.with_error else (1.0, 0.0)
+        self.error_scale *= card.normalization.s2_max_dn / 10000.0
+        # strip channels: composited DN (n_in), cloud mask[, predicted error]
+        self.acc = blending.StripAccumulator(self.plan, self.n_in + 1 + int(self.with_error), self.overlap)
         self.reader = StripReader(ins, self.plan.tile_height, tuning)
         self.batches = BatchRunner(model, card, device, band_map, (self.plan.tile_height, self.plan.tile_width),
-                                   opts.batch_size, rep, tuning)
+                                   opts.batch_size, rep, tuning, with_error=self.with_error)
         self.batches.smooth_coarse_bands = opts.smooth_coarse_bands
         import torch
 
@@ -161,11 +167,14 @@ class SceneRunner:
         self.timings["read"] += elapsed - detect_s  # reading + tile preparation
 
         outputs: dict[int, np.ndarray] = {}
+        errors: dict[int, np.ndarray] = {}
         idx = [i for i, a in enumerate(alphas) if a.any()]
         if idx:
             y = self.batches.run(len(tiles), idx, [masks[i] for i in idx])
             for k, i in enumerate(idx):
                 outputs[i] = y[k] if self._out_in_order else y[k][self.out_from_model]
+                if self.with_error and self.batches.errors is not None:
+                    errors[i] = self.batches.errors[k] * np.float32(self.error_scale)
             self.tiles_run += len(idx)
 
         t2 = time.perf_counter()
@@ -175,7 +184,7 @@ class SceneRunner:
             w = tiles[i].window
             rows = slice(w.row_off - strip.row_off, w.row_end - strip.row_off)
             values = blending.composite_tile(outputs.get(i), alphas[i], strip.s2_dn[:, rows, w.col_off : w.col_end],
-                                             masks[i], scale)
+                                             masks[i], scale, errors.get(i), self.kept_error if self.with_error else None)
             return self.acc.apply_weight(tiles[i], values)
 
         for i, values in enumerate(self._map(weighted, list(range(len(tiles))))):
@@ -201,17 +210,21 @@ class SceneRunner:
             n = min(upto_row - row, *(w.room() for w in writers.values()))
             out_rows = out_writer.region(row, n)
             mask_rows = writers["mask"].region(row, n) if "mask" in writers else None
-            change_rows = writers["confidence"].region(row, n) if "confidence" in writers else None
+            change_rows = writers["change"].region(row, n) if "change" in writers else None
+            error_rows = writers["uncertainty"].region(row, n) if "uncertainty" in writers else None
             a = row - row0  # rows in the accumulator
             r = slice(row - strip.row_off, row - strip.row_off + n)  # rows in the strip
 
             def chunk(c0: int, row: int = row, n: int = n, a: int = a, r: slice = r,
                       out_rows: np.ndarray = out_rows, mask_rows: np.ndarray | None = mask_rows,
-                      change_rows: np.ndarray | None = change_rows) -> tuple[int, int, int]:
+                      change_rows: np.ndarray | None = change_rows,
+                      error_rows: np.ndarray | None = error_rows) -> tuple[int, int, int]:
                 cs = slice(c0, min(width, c0 + step))
                 mean = sums[:, a : a + n, cs] / self.acc.weight(slice(row, row + n), cs)
                 invalid = strip.invalid[r, cs]
-                out, cloud = blending.finish_pixels(mean, invalid, out_writer.dtype, self.ins.optical_nodata)
+                if error_rows is not None:
+                    error_rows[0, :, cs] = blending.error_values(mean[self.n_in + 1], invalid)
+                out, cloud = blending.finish_pixels(mean[: self.n_in + 1], invalid, out_writer.dtype, self.ins.optical_nodata)
                 out_rows[:, :, cs] = out
                 if mask_rows is not None:
                     mask_rows[0, :, cs] = blending.mask_values(cloud, invalid)
@@ -236,7 +249,7 @@ class SceneRunner:
     # -- the loop --------------------------------------------------------------------------------
 
     def run(self, writers: dict[str, RasterWriter]) -> None:
-        """Restore the whole scene into ``writers`` (``output``, optionally ``mask`` and ``confidence``)."""
+        """Restore the whole scene into ``writers`` (``output``, optionally ``mask``, ``change``, ``uncertainty``)."""
         import torch
 
         self.batches.prepare_model()

@@ -25,7 +25,7 @@ from ..errors import InputError
 from ..options import RestoreOptions
 from ..raster_io import RasterWriter
 from ..reporting import IsCanceled, Log, Progress, Reporter
-from .blending import CHANGE_NODATA, MASK_NODATA
+from .blending import CHANGE_NODATA, ERROR_NODATA, MASK_NODATA
 from .inputs import ModelCardLike, SceneInputs, open_inputs, output_dtype
 from .model_cache import ModelCache
 from .runner import SceneRunner
@@ -45,7 +45,8 @@ class RestoreResult:
     Attributes:
         output: the restored GeoTIFF.
         mask_output: the cloud-mask GeoTIFF, when requested.
-        confidence_output: the change GeoTIFF, when requested.
+        change_output: the change GeoTIFF (mean absolute change), when requested.
+        uncertainty_output: the predicted-error GeoTIFF (the trust layer), when requested.
         width: scene width (px).
         height: scene height (px).
         tiles: tiles planned.
@@ -74,7 +75,7 @@ class RestoreResult:
 
     output: Path
     mask_output: Path | None
-    confidence_output: Path | None
+    change_output: Path | None
     width: int
     height: int
     tiles: int
@@ -95,6 +96,7 @@ class RestoreResult:
     timings: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     sar_missing_fraction: float = 0.0
+    uncertainty_output: Path | None = None
 
 
 def _tags(card: ModelCardLike, strategy: str, runner: SceneRunner, ins: SceneInputs, keep_clear: bool) -> dict[str, str]:
@@ -130,6 +132,28 @@ def _report_missing_sar(runner: SceneRunner, ins: SceneInputs, rep: Reporter, wr
             w.update_tags({"MMCANET_SAR_MISSING_FRACTION": f"{fraction:.6f}",
                            "MMCANET_SAR_MISSING": "restored from the optical image alone where SAR has no value"})
     return fraction
+
+
+def _require_error_head(model: nn.Module, card: ModelCardLike, options: RestoreOptions) -> None:
+    """Refuse the uncertainty output for a model without an error head (message: which model, how to add one)."""
+    from ..modelfile import default_model_path
+    from ..trust import require_error_head
+
+    source = os.fspath(options.model) if options.model else f"model file {default_model_path()}"
+    if not hasattr(model, "forward_with_error"):
+        raise InputError(f"model '{card.name}' ({source}) cannot predict its error (no forward_with_error); "
+                         "restore without the uncertainty output")
+    require_error_head(card, source)
+
+
+def _trust_tags(card: ModelCardLike, runner: SceneRunner) -> dict[str, str]:
+    """Metadata of the uncertainty output: what the values mean and how they were calibrated."""
+    trust = getattr(card, "trust", None) or {}
+    return {
+        "MMCANET_UNITS": "reflectance (0-1): predicted absolute error, mean over the bands",
+        "MMCANET_ERROR_CALIBRATED": "yes" if "error_scale" in trust else "no",
+        "MMCANET_KEPT_ERROR": f"{runner.kept_error:.5f}",
+    }
 
 
 def _apply_strategy(model: nn.Module, card: ModelCardLike, requested: str | None) -> str:
@@ -203,6 +227,8 @@ def _restore(
     tuning: EngineTuning,
     t_start: float,
 ) -> RestoreResult:
+    if ins.uncertainty_output is not None:
+        _require_error_head(model, card, options)
     strategy = _apply_strategy(model, card, options.strategy)
     model.eval()
     runner = SceneRunner(model, card, device, options, ins, rep, tuning)
@@ -228,10 +254,16 @@ def _restore(
                 ins.mask_output, count=1, dtype=np.uint8, nodata=MASK_NODATA,
                 descriptions=("cloud_or_shadow",), what="mask output", **common,
             )
-        if ins.confidence_output is not None:
-            writers["confidence"] = RasterWriter(
-                ins.confidence_output, count=1, dtype=np.float32, nodata=CHANGE_NODATA,
-                descriptions=("mean_abs_change_reflectance",), what="confidence output", **common,
+        if ins.change_output is not None:
+            writers["change"] = RasterWriter(
+                ins.change_output, count=1, dtype=np.float32, nodata=CHANGE_NODATA,
+                descriptions=("mean_abs_change_reflectance",), what="change output", **common,
+            )
+        if ins.uncertainty_output is not None:
+            writers["uncertainty"] = RasterWriter(
+                ins.uncertainty_output, count=1, dtype=np.float32, nodata=ERROR_NODATA,
+                descriptions=("predicted_abs_error",), what="uncertainty output",
+                **{**common, "tags": {**tags, **_trust_tags(card, runner)}},
             )
         runner.run(writers)
         sar_missing = _report_missing_sar(runner, ins, rep, writers)
@@ -246,7 +278,8 @@ def _restore(
     result = RestoreResult(
         output=paths["output"],
         mask_output=paths.get("mask"),
-        confidence_output=paths.get("confidence"),
+        change_output=paths.get("change"),
+        uncertainty_output=paths.get("uncertainty"),
         width=info.width,
         height=info.height,
         tiles=runner.plan.n_tiles,

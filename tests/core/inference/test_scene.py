@@ -354,10 +354,10 @@ def test_optical_nodata_gives_nodata_a_sar_gap_does_not(tmp_path: Path) -> None:
     sar_arr[0, 20:25, 10:20] = np.nan  # SAR gap
     s1 = rasters.write_s1(tmp_path / "s1.tif", h, w, array=sar_arr)
     res = run(Constant(0.3), s1, s2, tmp_path / "o.tif", keep_clear=False,
-              mask_output=tmp_path / "m.tif", confidence_output=tmp_path / "c.tif")
+              mask_output=tmp_path / "m.tif", change_output=tmp_path / "c.tif")
     out = rasters.read(res.output)
     assert (out[:, :5] == 0).all() and (out[:, 5:] == 3000).all()  # the SAR gap is restored, not blanked
-    mask, change = rasters.read(res.mask_output)[0], rasters.read(res.confidence_output)[0]
+    mask, change = rasters.read(res.mask_output)[0], rasters.read(res.change_output)[0]
     assert (mask[:5] == 255).all() and (mask[5:] != 255).all() and set(np.unique(mask)) <= {0, 1, 255}
     assert np.isfinite(change).all() and (change[:5] == -1).all() and (change[5:] >= 0).all()
     assert res.nodata_fraction == pytest.approx(5 * w / (h * w))
