@@ -165,3 +165,34 @@ def test_model_card_heldout_equals_mmcanet_evaluate_on_a_real_triplet(tmp_path: 
     for k in ("psnr", "ssim", "mae", "sam", "rmse"):
         assert card[k] == pytest.approx(ev.mean[f"model_{k}"], abs=1e-4), k
         assert card[f"identity_{k}"] == pytest.approx(ev.mean[f"identity_{k}"], abs=1e-4), k
+
+
+class IdentityJudgingBrightness(Identity):
+    """Identity, whose predicted error is the pixel's mean brightness (bright = cloud = wrong)."""
+
+    def forward_with_error(self, s2: torch.Tensor, s1: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.forward(s2, s1, mask), s2.mean(1, keepdim=True)
+
+
+def test_trust_layer_is_scored_with_spearman_and_reliability(triplets: Path, tmp_path: Path) -> None:
+    from mmcanet.trust import actual_error, spearman
+
+    data, kind = open_evaluation_data(triplets)
+    res = evaluate_model(IdentityJudgingBrightness(), data, tmp_path / "out", data_kind=kind, quicklooks=0,
+                         use_mask=False, error_scale=2.0)
+    for i, r in enumerate(res.rows):
+        s = data[i]
+        cloudy, clear = np.asarray(s["s2_cloudy"]), np.asarray(s["s2_clear"])
+        predicted = 2.0 * cloudy.mean(0)
+        assert r["error_spearman"] == pytest.approx(spearman(predicted, actual_error(cloudy, clear)), abs=0.05)
+        assert r["error_spearman"] > 0.5  # the cloud square is both brightest and wrongest
+        assert r["error_mean_predicted"] == pytest.approx(float(predicted.mean()), rel=1e-5)
+    assert res.mean["error_spearman_median"] == pytest.approx(float(np.median([r["error_spearman"] for r in res.rows])))
+    assert sum(b.n for b in res.reliability) == 3 * 32 * 32
+    assert res.reliability_png is not None and res.reliability_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = res.report_md.read_text()
+    assert "## Trust layer" in text and "reliability.png" in text and "actual / predicted" in text
+    with open(res.metrics_csv, newline="") as fh:
+        assert "error_spearman" in next(csv.reader(fh))
+    plain = evaluate_model(Identity(), data, tmp_path / "plain", data_kind=kind, quicklooks=0)
+    assert not plain.reliability and "Trust layer" not in plain.report_md.read_text()

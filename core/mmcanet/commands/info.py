@@ -55,5 +55,13 @@ def run(args: argparse.Namespace) -> int:
         lines.append(f"training   : {json.dumps(d['training'])}")
     if d.get("metrics"):
         lines.append(f"metrics    : {json.dumps(d['metrics'])}")
+    trust = d.get("trust") or {}
+    if d["config"].get("error_head"):
+        cal = (f"calibrated: error_scale {trust['error_scale']}, kept_error {trust.get('kept_error')}, median "
+               f"within-image Spearman {trust.get('median_spearman')}" if "error_scale" in trust
+               else "NOT calibrated (scripts/calibrate_error.py)")
+        lines.append(f"trust layer: error head ({cal}); --uncertainty-output available")
+    else:
+        lines.append("trust layer: none (no error head; docs/TRUST.md says how to add one)")
     print("\n".join(lines))
     return 0
