@@ -111,7 +111,7 @@ def _scene(tmp_path: Path, h: int = 40, w: int = 50) -> tuple[Path, Path, Path, 
 def test_uncertainty_output_is_the_calibrated_head_error_and_kept_error(tmp_path: Path) -> None:
     s1, s2, mask, sar = _scene(tmp_path)
     card = Card(config={"error_head": True}, trust={"error_scale": 2.0, "kept_error": 0.007})
-    opts = RestoreOptions(sar=s1, optical=s2, output=tmp_path / "o.tif", cloud_mask=mask, feather=0,
+    opts = RestoreOptions(sar=s1, optical=s2, output=tmp_path / "o.tif", cloud_mask=mask, feather=0, keep_clear=True,
                           uncertainty_output=tmp_path / "u.tif")
     res = restore_scene_with_model(KnownError(0.3, 0.01), card, opts)
     assert res.uncertainty_output == tmp_path / "u.tif"
