@@ -382,22 +382,22 @@ def evaluate_model(
     numeric = [c for c in columns if c not in ("id",)]
     mean = {c: float(np.mean([r[c] for r in rows])) for c in numeric}
     table: list[Any] = []
-    png = None
+    rel_png: Path | None = None
     if trust_pred:
         from .trust import reliability_table
 
         table = reliability_table(np.concatenate(trust_pred), np.concatenate(trust_actual))
         finite = [r["error_spearman"] for r in rows if math.isfinite(r["error_spearman"])]
         mean["error_spearman_median"] = float(np.median(finite)) if finite else math.nan
-        png = _reliability_plot(table, out / "reliability.png")
+        rel_png = _reliability_plot(table, out / "reliability.png")
     csv_path = out / "metrics.csv"
     _write_csv(csv_path, rows, columns)
     report = out / "report.md"
     text = _report_text(rows, mean, data_kind, title, notes, use_mask, looks)
     if trust_pred:
-        text += _trust_text(rows, mean, table, png, error_scale)
+        text += _trust_text(rows, mean, table, rel_png, error_scale)
     _write_text_atomic(report, text)
-    return EvaluationResult(rows, mean, n, data_kind, out, csv_path, report, looks, table, png)
+    return EvaluationResult(rows, mean, n, data_kind, out, csv_path, report, looks, table, rel_png)
 
 
 _TRUST_COLUMNS = ("error_spearman", "error_mean_predicted", "error_mean_actual")

@@ -156,7 +156,7 @@ def fit_error_scale(predicted: np.ndarray, actual: np.ndarray, bins: int = DEFAU
     return float(math.sqrt(max(ratios) * min(ratios)))
 
 
-def trust_settings(card: ModelCard) -> tuple[float, float]:
+def trust_settings(card: Any) -> tuple[float, float]:
     """``(error_scale, kept_error)`` of a model card: its calibration, else 1 and :data:`DEFAULT_KEPT_ERROR`."""
     t = getattr(card, "trust", None) or {}
     return float(t.get("error_scale", 1.0)), float(t.get("kept_error", DEFAULT_KEPT_ERROR))
@@ -272,7 +272,10 @@ def calibrate_samples(
         :class:`Calibration`.
     """
     to_refl = np.float32(norm.s2_max_dn / 10000.0)
-    preds, actuals, ids, clear_diff = [], [], [], []
+    preds: list[np.ndarray] = []
+    actuals: list[np.ndarray] = []
+    ids: list[str] = []
+    clear_diff: list[np.ndarray] = []
     for reader in readers:
         for i in range(len(reader)):
             s = reader[i]

@@ -211,8 +211,9 @@ class ErrorHead(nn.Module):
             nn.Conv2d(width, width, 3, padding=2, dilation=2), _act(),
             nn.Conv2d(width, width, 3, padding=4, dilation=4), _act(),
         )
-        self.out = nn.Sequential(nn.Conv2d(2 * width, width, 3, padding=1), _act(), nn.Conv2d(width, 1, 1))
-        nn.init.constant_(self.out[-1].bias, -3.5)  # starts near exp(-3.5) = 0.03 reflectance
+        last = nn.Conv2d(width, 1, 1)
+        nn.init.constant_(last.bias, -3.5)
+        self.out = nn.Sequential(nn.Conv2d(2 * width, width, 3, padding=1), _act(), last)  # starts near exp(-3.5) = 0.03 reflectance
 
     def forward(self, cloudy: torch.Tensor, restored: torch.Tensor, guide: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
         """cloudy, restored (B, bands, H, W), guide (B, 1, H, W), s1 (B, 2, H, W), all 0-1 -> log b (B, 1, H, W)."""
