@@ -26,7 +26,6 @@ from .errors import InputError, ModelFileError
 if TYPE_CHECKING:
     import torch
 
-    from .modelfile import ModelCard
     from .normalization import Normalization
 
 RELIABILITY_TOLERANCE = 0.30

@@ -212,7 +212,7 @@ class ErrorHead(nn.Module):
             nn.Conv2d(width, width, 3, padding=4, dilation=4), _act(),
         )
         last = nn.Conv2d(width, 1, 1)
-        nn.init.constant_(last.bias, -3.5)
+        nn.init.constant_(last.bias, -3.5)  # type: ignore[arg-type]  # (bias=True: never None)
         self.out = nn.Sequential(nn.Conv2d(2 * width, width, 3, padding=1), _act(), last)  # starts near exp(-3.5) = 0.03 reflectance
 
     def forward(self, cloudy: torch.Tensor, restored: torch.Tensor, guide: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
