@@ -321,14 +321,14 @@ def calibrate_model(
     from .config import load_config
     from .errors import ConfigError
     from .modelfile import load_model, read_card, save_model
-    from .training import _open_source
+    from .datasets import open_source
 
     card = read_card(model_path)
     require_error_head(card, str(model_path))
     cfg = load_config(config_path)
     if not cfg.val:
         raise ConfigError(f"{config_path}: no [[val]] sources to calibrate on (the held-out validation images)")
-    readers = [_open_source(src, "val")[0] for src in cfg.val]
+    readers = [open_source(s.path, s.kind, "val", s.include, s.exclude)[0] for s in cfg.val]
     dev = torch.device(device)
     model, card = load_model(model_path, dev)
     cal = calibrate_samples(model, readers, card.normalization, dev, bins)
