@@ -319,9 +319,9 @@ def calibrate_model(
     import torch
 
     from .config import load_config
+    from .datasets import open_source
     from .errors import ConfigError
     from .modelfile import load_model, read_card, save_model
-    from .datasets import open_source
 
     card = read_card(model_path)
     require_error_head(card, str(model_path))
