@@ -23,8 +23,27 @@ QGIS_PROCESS = shutil.which("qgis_process.bin", path="/usr/bin:" + os.environ.ge
 TINY_CONFIG: dict[str, Any] = {"widths": [4, 8], "heads": 1, "window": 4, "stages": 1}
 
 
+_KEEP: list[Any] = []  # Python references of providers added here (the registry holds only the C++ object)
+
+
+@pytest.fixture
+def provider(_session_provider: Any) -> Any:
+    """The provider registered NOW: a plugin test may have unloaded or replaced the session's one."""
+    from qgis.core import QgsApplication
+
+    from mmcanet_qgis.provider import MMCANetProvider
+
+    registry = QgsApplication.processingRegistry()
+    current = registry.providerById("mmcanet")
+    if current is None:
+        current = MMCANetProvider()
+        _KEEP.append(current)
+        assert registry.addProvider(current)
+    return current
+
+
 @pytest.fixture(scope="session")
-def provider(qgis_processing: None) -> Iterator[Any]:
+def _session_provider(qgis_processing: None) -> Iterator[Any]:
     """The plugin's Processing provider registered in this QGIS (pytest-qgis only initialises Processing)."""
     from qgis.core import QgsApplication
 

@@ -35,9 +35,9 @@ def test_cloud_mask_decides_what_is_kept(provider: Any, scene: dict[str, Path], 
     half[:, w // 2 :] = 1
     right = rasters.write_mask(tmp_path / "right.tif", half)
 
-    detected = _remove(scene, tiny_model, tmp_path / "detected.tif")
-    all_clear = _remove(scene, tiny_model, tmp_path / "clear_out.tif", CLOUD_MASK=str(clear))
-    right_half = _remove(scene, tiny_model, tmp_path / "right_out.tif", CLOUD_MASK=str(right))
+    detected = _remove(scene, tiny_model, tmp_path / "detected.tif", KEEP_CLEAR=True)
+    all_clear = _remove(scene, tiny_model, tmp_path / "clear_out.tif", CLOUD_MASK=str(clear), KEEP_CLEAR=True)
+    right_half = _remove(scene, tiny_model, tmp_path / "right_out.tif", CLOUD_MASK=str(right), KEEP_CLEAR=True)
 
     assert not np.array_equal(detected, src), "without a mask the detector finds the generated cloud blob"
     np.testing.assert_array_equal(all_clear, src)  # the given mask says clear everywhere: every pixel kept
@@ -85,6 +85,7 @@ def _chain(tiny_model: Path) -> Any:
         "CLOUD_MASK": QgsProcessingModelChildParameterSource.fromChildOutput("detect", "OUTPUT"),
         "MODEL": QgsProcessingModelChildParameterSource.fromStaticValue(str(tiny_model)),
         "DEVICE": QgsProcessingModelChildParameterSource.fromStaticValue(1),
+        "KEEP_CLEAR": QgsProcessingModelChildParameterSource.fromStaticValue(True),
     }
     for key, source in sources.items():
         remove.addParameterSources(key, [source])
@@ -110,7 +111,7 @@ def test_model_designer_chain_equals_the_two_steps_by_hand(
     by_hand_mask = tmp_path / "mask.tif"
     run("detect_clouds", {"INPUT": str(scene["s2"]), "OUTPUT": str(by_hand_mask)})
     np.testing.assert_array_equal(rasters.read(mask), rasters.read(by_hand_mask))
-    by_hand = _remove(scene, tiny_model, tmp_path / "by_hand.tif", CLOUD_MASK=str(by_hand_mask))
+    by_hand = _remove(scene, tiny_model, tmp_path / "by_hand.tif", CLOUD_MASK=str(by_hand_mask), KEEP_CLEAR=True)
     chained, src = rasters.read(out), rasters.read(scene["s2"])
     np.testing.assert_array_equal(chained, by_hand)
 
