@@ -29,7 +29,7 @@ DATA = Path(os.environ.get("MMCANET_SCREENSHOT_DATA", ROOT.parent / "shared" / "
 OUTPUT = Path(os.environ.get("MMCANET_SCREENSHOT", ROOT / "docs" / "screenshot.png"))
 TIMEOUT_S = float(os.environ.get("MMCANET_SCREENSHOT_TIMEOUT", "480"))
 WINDOW = (1600, 1000)
-DOCK_WIDTH = 440
+DOCK_WIDTH = 298  # the width QGIS 3.22 gives a newly opened dock (#16): the docs show what users see
 LAYERS_WIDTH = 330
 
 if str(ROOT) not in sys.path:
