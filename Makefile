@@ -45,9 +45,10 @@ bench: setup  ## model speed/compute table (bench/bench_models.py), engine and I
 	$(PY) bench/bench_layout.py
 	$(PY) bench/bench_simulate.py
 
-train-bundled: setup  ## retrain the bundled model as shipped (2-core CPU: about an hour), copy it into resources/
+train-bundled: setup  ## retrain the bundled model as shipped (2-core CPU: about 1 h 45 min, two stages), copy it into resources/
 	$(VENV)/bin/mmcanet train --config configs/bundled.toml
-	$(PY) scripts/finalize_model.py runs/bundled/mmcanet_default.safetensors configs/bundled.toml
+	$(VENV)/bin/mmcanet train --config configs/bundled_stage2.toml
+	$(PY) scripts/finalize_model.py runs/bundled-stage2/mmcanet_default.safetensors configs/bundled_stage2.toml
 
 compare: setup  ## docs/COMPARISON.md: every variant trained on the same data and budget, scored on held-out images
 	$(PY) bench/compare_models.py --config configs/compare.toml --markdown docs/COMPARISON.md

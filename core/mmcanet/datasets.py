@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .bands import B10_FILL_DN, B10_INDEX, S2_BANDS_L1C, normalise_band_name
+from .bands import B10_FILL_DN, B10_INDEX, S2_BANDS_L1C, S2_DN_SCALE, normalise_band_name
 from .errors import ConfigError, InputError
 from .normalization import Normalization, linear_to_db, looks_linear
 from .sample_io import (
@@ -156,7 +156,7 @@ class TripletFolder(ImageReader):
         if self.use_mask_files and mpath.exists():
             mask = read_mask(mpath)
         else:
-            mask = detector_mask(cloudy_dn / 10000.0, shadows=self.detector_shadows)
+            mask = detector_mask(cloudy_dn / S2_DN_SCALE, shadows=self.detector_shadows)
         arrays = {
             "s1": s1,
             "s2_cloudy": norm.s2_to_unit(cloudy_dn),

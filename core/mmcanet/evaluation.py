@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .bands import RGB_INDICES
+from .bands import RGB_INDICES, S2_DN_SCALE
 from .errors import CancelledError, InputError, ModelFileError
 from .metrics import METRIC_NAMES, compute_metrics
 from .normalization import Normalization
@@ -229,7 +229,7 @@ def score_image(
     s1 = np.asarray(sample["s1"], dtype=np.float32)
     mask = np.asarray(sample["mask"], dtype=np.float32).reshape(1, *cloudy.shape[1:])
     has_sar = float(np.asarray(sample.get("has_sar", 1.0))) > 0.5
-    x2 = torch.from_numpy(norm.s2_to_unit(cloudy * np.float32(10000.0)))[None].to(device)
+    x2 = torch.from_numpy(norm.s2_to_unit(cloudy * np.float32(S2_DN_SCALE)))[None].to(device)
     x1 = torch.from_numpy(s1 if has_sar else np.zeros_like(s1))[None].to(device)
     m = torch.from_numpy(mask)[None].to(device) if use_mask else None
     err = None
@@ -238,7 +238,7 @@ def score_image(
             y, err = model.forward_with_error(x2, x1, m)  # type: ignore[operator]
         else:
             y = model(x2, x1, m) if m is not None else model(x2, x1)
-    scale = np.float32(norm.s2_max_dn / 10000.0)
+    scale = np.float32(norm.s2_max_dn / S2_DN_SCALE)
     restored = np.clip(y[0].float().cpu().numpy(), 0.0, 1.0) * scale
     restored = np.clip(restored, 0.0, 1.0)
     row: dict[str, Any] = {"id": str(sample.get("id", "")), "cloud_fraction": float(mask.mean()), "has_sar": int(has_sar)}

@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from .bands import S2_DN_SCALE
+
 
 @dataclass(frozen=True)
 class Normalization:
@@ -16,7 +18,7 @@ class Normalization:
         s1_db_ranges: per S1 band (VV, VH), the dB interval clipped and mapped linearly onto [0, 1].
     """
 
-    s2_max_dn: float = 10000.0
+    s2_max_dn: float = S2_DN_SCALE
     s1_db_ranges: tuple[tuple[float, float], ...] = field(default=((-25.0, 0.0), (-32.5, 0.0)))
 
     def to_dict(self) -> dict[str, object]:
@@ -35,7 +37,7 @@ class Normalization:
         """
         if not isinstance(d, dict):
             raise ValueError(f"normalization must be an object, got {d!r}")
-        max_dn = d.get("s2_max_dn", 10000.0)
+        max_dn = d.get("s2_max_dn", S2_DN_SCALE)
         if isinstance(max_dn, bool) or not isinstance(max_dn, (int, float)) or not np.isfinite(max_dn) or max_dn <= 0:
             raise ValueError(f"normalization.s2_max_dn must be a positive number, got {max_dn!r}")
         ranges = d.get("s1_db_ranges", ((-25.0, 0.0), (-32.5, 0.0)))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .bands import S2_DN_SCALE
 from .errors import InputError
 from .normalization import Normalization
 from .sample_io import ImageReader, Sample, _natural_key, check_raster, detector_mask, read_s1_db, read_s2_dn
@@ -199,7 +200,7 @@ class Sen12MSCR(ImageReader):
             "s1": norm.s1_to_unit(s1_db),
             "s2_cloudy": norm.s2_to_unit(cloudy_dn),
             "s2_clear": norm.s2_to_unit(clear_dn),
-            "mask": detector_mask(cloudy_dn / 10000.0, shadows=self.detector_shadows)[None],
+            "mask": detector_mask(cloudy_dn / S2_DN_SCALE, shadows=self.detector_shadows)[None],
             "valid": (~(bad_c | bad_t | bad_s)).astype(np.float32)[None],
         }
         return self._finish(arrays, p.id, True)

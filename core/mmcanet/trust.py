@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .bands import S2_DN_SCALE
 from .errors import InputError, ModelFileError
 
 if TYPE_CHECKING:
@@ -195,7 +196,7 @@ def predict_sample(
     """
     import torch
 
-    to_refl = np.float32(norm.s2_max_dn / 10000.0)
+    to_refl = np.float32(norm.s2_max_dn / S2_DN_SCALE)
     s2 = torch.from_numpy(np.asarray(sample["s2_cloudy"], dtype=np.float32))[None].to(device)
     s1 = torch.from_numpy(np.asarray(sample["s1"], dtype=np.float32))[None].to(device)
     if float(np.asarray(sample.get("has_sar", 1.0))) <= 0.5:
@@ -270,7 +271,7 @@ def calibrate_samples(
     Returns:
         :class:`Calibration`.
     """
-    to_refl = np.float32(norm.s2_max_dn / 10000.0)
+    to_refl = np.float32(norm.s2_max_dn / S2_DN_SCALE)
     preds: list[np.ndarray] = []
     actuals: list[np.ndarray] = []
     ids: list[str] = []

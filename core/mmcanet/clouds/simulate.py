@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..bands import S2_DN_SCALE
 from ..errors import InputError
 from .detect import box_mean, detect_clouds
 
@@ -280,7 +281,7 @@ def fit_cloud_brightness(paths: Iterable[str | Path], *, min_pixels: int = 500) 
         ds = gdal.Open(str(p))
         if ds is None or ds.RasterCount != 13:
             raise InputError(f"{p}: not a readable 13-band Sentinel-2 L1C raster")
-        s2 = ds.ReadAsArray().astype(np.float32) / 10000.0
+        s2 = ds.ReadAsArray().astype(np.float32) / S2_DN_SCALE
         m = detect_clouds(s2, dilation=0)
         sel = (m.score >= 0.99) & (s2[1:4].mean(axis=0) >= 0.3)
         if int(sel.sum()) >= min_pixels:

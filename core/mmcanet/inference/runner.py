@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from ..bands import S2_BANDS_L1C, S2_BANDS_L2A
+from ..bands import S2_BANDS_L1C, S2_BANDS_L2A, S2_DN_SCALE
 from ..cpus import rank_cpus
 from ..options import RestoreOptions, resolve_tiling
 from ..raster_io import RasterWriter
@@ -95,7 +95,7 @@ class SceneRunner:
         # error_scale x s2_max_dn / 10000; pixels kept from the input get kept_error
         self.with_error = ins.uncertainty_output is not None
         self.error_scale, self.kept_error = trust_settings(card) if self.with_error else (1.0, 0.0)
-        self.error_scale *= card.normalization.s2_max_dn / 10000.0
+        self.error_scale *= card.normalization.s2_max_dn / S2_DN_SCALE
         # strip channels: composited DN (n_in), cloud mask[, predicted error]
         self.acc = blending.StripAccumulator(self.plan, self.n_in + 1 + int(self.with_error), self.overlap)
         self.reader = StripReader(ins, self.plan.tile_height, tuning)
