@@ -16,7 +16,6 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,18 +23,18 @@ import numpy as np
 import pytest
 import rasters
 import torch
-from mmcanet.bands import S1_BANDS, S2_BANDS_L1C
+from mmcanet.bands import S2_BANDS_L1C
 from mmcanet.cli import main
 from mmcanet.config import config_from_dict
 from mmcanet.errors import ConfigError, InputError, ModelFileError
 from mmcanet.inference import RestoreOptions, restore_scene, restore_scene_with_model
 from mmcanet.modelfile import ModelCard, load_model, save_model
 from mmcanet.models import build_model, model_config
-from mmcanet.normalization import Normalization
 from mmcanet.outputs import check_outputs
 from mmcanet.raster_io import remove_stale_partials
 from osgeo import gdal
 from torch import nn
+from toy_models import Card, Constant, Identity
 
 REPO = Path(__file__).resolve().parents[2]
 CORE = REPO / "core"
@@ -390,31 +389,9 @@ def test_training_on_a_full_disk_fails_and_leaves_no_temporary_checkpoint(tmp_pa
 # ---- restore: outputs vs inputs, SAR gaps, wrong scales and types, nodata, scene lists --------------------------
 
 
-@dataclass
-class _Card:
-    name: str = "safety-test"
-    version: str = "0.0"
-    strategy: str = "single"
-    tile_size: int = 32
-    overlap: int = 8
-    s2_bands: tuple[str, ...] = S2_BANDS_L1C
-    s1_bands: tuple[str, ...] = S1_BANDS
-    normalization: Normalization = field(default_factory=Normalization)
-
-
-class _Constant(nn.Module):
-    def forward(self, s2: torch.Tensor, s1: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        return torch.full_like(s2, 0.3)
-
-
-class _Identity(nn.Module):
-    def forward(self, s2: torch.Tensor, s1: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        return s2.clone()
-
-
 def _restore(s1: Path, s2: Path, out: Path, model: nn.Module | None = None, **kw: object) -> Any:
     kw = {"keep_clear": True, "smooth_coarse_bands": False, **kw}  # exact-value plumbing, not the smoothing
-    return restore_scene_with_model(model or _Constant(), _Card(), RestoreOptions(sar=s1, optical=s2, output=out, **kw))
+    return restore_scene_with_model(model or Constant(0.3), Card(), RestoreOptions(sar=s1, optical=s2, output=out, **kw))
 
 
 def test_restore_output_reaching_an_input_or_the_model_is_refused(tmp_path: Path, make_s2: Callable[..., Path],
@@ -486,7 +463,7 @@ def test_int16_optical_with_a_negative_nodata_keeps_it(tmp_path: Path, make_s1: 
     arr = rasters.s2_array(40, 48).astype(np.int16)
     arr[:, :4] = -9999
     s2 = _optical(tmp_path, arr, nodata=-9999)
-    res = _restore(make_s1(height=40, width=48), s2, tmp_path / "o.tif", model=_Identity(), keep_clear=False)
+    res = _restore(make_s1(height=40, width=48), s2, tmp_path / "o.tif", model=Identity(), keep_clear=False)
     ds = gdal.Open(str(res.output))
     out = ds.ReadAsArray()
     assert out.dtype == np.int16 and ds.GetRasterBand(1).GetNoDataValue() == -9999
@@ -522,7 +499,7 @@ def test_a_valid_zero_in_one_band_is_not_hidden_as_nodata(tmp_path: Path, make_s
     arr[10, 20:30] = 0  # B10 (cirrus) reads 0 DN on valid pixels
     arr[:, :2] = 0  # real nodata rows: 0 in every band
     s2 = _optical(tmp_path, arr, nodata=0)
-    res = _restore(make_s1(height=40, width=48), s2, tmp_path / "o.tif", model=_Identity(), keep_clear=False)
+    res = _restore(make_s1(height=40, width=48), s2, tmp_path / "o.tif", model=Identity(), keep_clear=False)
     ds = gdal.Open(str(res.output))
     b10 = ds.GetRasterBand(11)
     assert (b10.GetMaskBand().ReadAsArray()[20:30] == 255).all()  # GDAL / QGIS see valid pixels there
