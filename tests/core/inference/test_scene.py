@@ -7,19 +7,20 @@ second or two on a shared 2-core CPU; one test runs the real architecture with a
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import rasters
 import torch
-from mmcanet.bands import B10_FILL_DN, S1_BANDS, S2_BANDS_L1C
+from mmcanet.bands import B10_FILL_DN, S2_BANDS_L1C
 from mmcanet.errors import CancelledError, InputError, MMCANetError
 from mmcanet.inference import EngineTuning, RestoreOptions, restore_scene, restore_scene_with_model
-from mmcanet.normalization import Normalization
 from osgeo import gdal
 from torch import nn
+from toy_models import Card as ToyCard
+from toy_models import Constant, Identity, Recorder, SarEcho, SmallConv
 
 # ---------------------------------------------------------------------------------------------------
 # tiny models and card
@@ -27,64 +28,8 @@ from torch import nn
 
 
 @dataclass
-class Card:
+class Card(ToyCard):
     name: str = "test-model"
-    version: str = "0.0"
-    strategy: str = "single"
-    tile_size: int = 32
-    overlap: int = 8
-    s2_bands: tuple[str, ...] = S2_BANDS_L1C
-    s1_bands: tuple[str, ...] = S1_BANDS
-    normalization: Normalization = field(default_factory=Normalization)
-
-
-class Identity(nn.Module):
-    def forward(self, s2: torch.Tensor, s1: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        return s2.clone()
-
-
-class SmallConv(nn.Module):
-    """Two 3x3 convolutions on S2+S1 (receptive field 5 px), residual on S2: zero padding shows at tile borders."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        g = torch.Generator().manual_seed(0)
-        self.c1 = nn.Conv2d(15, 8, 3, padding=1)
-        self.c2 = nn.Conv2d(8, 13, 3, padding=1)
-        with torch.no_grad():
-            for p in self.parameters():
-                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
-
-    def forward(self, s2: torch.Tensor, s1: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        return s2 + 0.1 * torch.tanh(self.c2(torch.relu(self.c1(torch.cat([s2, s1], 1)))))
-
-
-class Constant(nn.Module):
-    def __init__(self, value: float = 0.5) -> None:
-        super().__init__()
-        self.value = value
-
-    def forward(self, s2: torch.Tensor, s1: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        return torch.full_like(s2, self.value)
-
-
-class SarEcho(nn.Module):
-    """Every output band = normalised VV: shows which SAR pixels reached the model."""
-
-    def forward(self, s2: torch.Tensor, s1: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        return s1[:, :1].expand_as(s2).clone()
-
-
-class Recorder(nn.Module):
-    """Identity that keeps the inputs it saw."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]] = []
-
-    def forward(self, s2: torch.Tensor, s1: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        self.seen.append((s2.clone(), s1.clone(), None if mask is None else mask.clone()))
-        return s2.clone()
 
 
 PLUMBING = {"keep_clear": True, "smooth_coarse_bands": False}
