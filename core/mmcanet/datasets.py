@@ -65,7 +65,7 @@ from .sen12mscr import (
 
 __all__ = [
     "B10_FILL_DN", "SEN12MSCR_SEASONS", "SEN12MSCR_TEST_SCENES", "SEN12MSCR_VAL_SCENES", "SPLITS",
-    "BigEarthNetPairs", "CloudyClearPairs", "ImageReader", "Sen12MSCR", "Sen12MSCRPatch", "TripletFolder",
+    "BigEarthNetPairs", "ClearS1S2Pairs", "CloudyClearPairs", "ImageReader", "Sen12MSCR", "Sen12MSCRPatch", "TripletFolder",
     "check_raster", "describe_sample", "detect_layout", "detector_mask", "index_sen12mscr", "list_triplet_ids",
     "open_source", "raster_info", "read_mask", "read_s1_db", "read_s2_dn", "sample_keys", "sen12mscr_split_of",
 ]
@@ -175,6 +175,64 @@ class CloudyClearPairs(TripletFolder):
     """
 
     _require_s1 = False
+
+
+class ClearS1S2Pairs(ImageReader):
+    """Clear, co-registered Sentinel-1 + Sentinel-2 pairs: ``{id}_s1.tif`` (VV, VH) + ``{id}_s2.tif`` (13 or 12 bands).
+
+    Real SAR with a cloud-free optical image and nothing cloudy (e.g. ``../shared/data/s1s2-pairs``:
+    TerraMind examples and a Sen1Floods11 sample): the data kind ``s1s2`` trains on them with
+    simulated clouds, which is what teaches the SAR-to-optical mapping under thick cloud.
+    ``s2_cloudy`` equals ``s2_clear`` and ``mask`` is zeros; invalid pixels (S2 nodata 0, S1 NaN) are
+    flagged in ``valid``.
+
+    Raises:
+        InputError: no ``*_s2.tif`` with a matching ``*_s1.tif``, wrong band counts or sizes (names the file).
+    """
+
+    def __init__(self, root: str | Path, normalization: Normalization | None = None) -> None:
+        super().__init__(normalization)
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise InputError(f"{self.root}: not a folder")
+        stems = sorted(p.name[: -len("_s2.tif")] for p in self.root.glob("*_s2.tif"))
+        self._ids = [s for s in stems if (self.root / f"{s}_s1.tif").is_file()]
+        if not self._ids:
+            raise InputError(f"{self.root}: no '{{id}}_s2.tif' with a matching '{{id}}_s1.tif' (clear S1 + S2 pairs)")
+        for sid in self._ids:
+            s2, s1 = check_raster(self.root / f"{sid}_s2.tif", "s2"), check_raster(self.root / f"{sid}_s1.tif", "s1")
+            if (s2.height, s2.width) != (s1.height, s1.width):
+                raise InputError(
+                    f"{self.root}: pair {sid!r}: S2 is {s2.width}x{s2.height} px and S1 {s1.width}x{s1.height}; "
+                    "they must be co-registered on one grid"
+                )
+
+    @property
+    def ids(self) -> list[str]:
+        return list(self._ids)
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def sample_key(self, index: int) -> str:
+        """Identity of sample ``index`` across readers (the S2 file), for caches."""
+        return f"ClearS1S2Pairs:{self.root / (self._ids[index] + '_s2.tif')}"
+
+    def __getitem__(self, index: int) -> Sample:
+        sid = self._ids[index]
+        dn, invalid = read_s2_dn(self.root / f"{sid}_s2.tif")
+        db, bad_s = read_s1_db(self.root / f"{sid}_s1.tif")
+        invalid = invalid | bad_s
+        norm = self.normalization
+        clear = norm.s2_to_unit(dn)
+        arrays = {
+            "s1": norm.s1_to_unit(db),
+            "s2_cloudy": clear.copy(),
+            "s2_clear": clear,
+            "mask": np.zeros((1,) + dn.shape[1:], dtype=np.float32),
+            "valid": (~invalid).astype(np.float32)[None],
+        }
+        return self._finish(arrays, sid, True)
 
 
 # ----------------------------------------------------------------------------------------- BigEarthNet-MM
@@ -314,7 +372,7 @@ class BigEarthNetPairs(ImageReader):
 # ----------------------------------------------------------------------------------------- layouts
 
 
-LAYOUTS: tuple[str, ...] = ("triplets", "pairs", "sen12mscr", "bigearthnet")
+LAYOUTS: tuple[str, ...] = ("triplets", "pairs", "sen12mscr", "bigearthnet", "s1s2")
 
 
 def detect_layout(path: str | Path) -> str:
@@ -333,11 +391,14 @@ def detect_layout(path: str | Path) -> str:
         return "triplets" if any(n.endswith("_s1.tif") for n in names) else "pairs"
     if any(n.startswith("ROIs") and (p / n).is_dir() for n in names):
         return "sen12mscr"
+    if any(n.endswith("_s2.tif") for n in names) and any(n.endswith("_s1.tif") for n in names):
+        return "s1s2"
     if any(n.startswith("S2") and (p / n).is_dir() for n in names) or (p / "BigEarthNet-S2-Example").is_dir():
         return "bigearthnet"
     raise InputError(
         f"{p}: cannot tell the data layout (expected *_s1.tif/*_s2_cloudy.tif/*_s2_cloudfree.tif triplets, "
-        "*_s2_cloudy.tif/*_s2_cloudfree.tif pairs, an official SEN12MS-CR ROIs* tree or BigEarthNet folders)"
+        "*_s2_cloudy.tif/*_s2_cloudfree.tif pairs, *_s1.tif/*_s2.tif clear pairs, an official SEN12MS-CR ROIs* "
+        "tree or BigEarthNet folders)"
     )
 
 
@@ -382,7 +443,7 @@ def open_source(
     Args:
         path: the folder.
         kind: a config data kind (``mmcanet.config.DATA_KINDS``): "auto" and "simulated" detect the layout;
-            "simulated" and "bigearthnet" sources get simulated clouds on their clear images.
+            "simulated", "bigearthnet" and "s1s2" sources get simulated clouds on their clear images.
         split: SEN12MS-CR split for official trees ("train", "val", "test", "all").
         include, exclude: sample ids to keep / leave out.
         normalization: passed to the reader.
@@ -395,7 +456,7 @@ def open_source(
     """
     p = Path(path)
     layout = detect_layout(p) if kind in ("auto", "simulated") else kind
-    simulate = kind == "simulated" or layout == "bigearthnet"
+    simulate = kind == "simulated" or layout in ("bigearthnet", "s1s2")
     reader: ImageReader
     if layout == "triplets":
         ids = list_triplet_ids(p)
@@ -412,6 +473,8 @@ def open_source(
         reader = Sen12MSCR(p, split=split, normalization=normalization)
     elif layout == "bigearthnet":
         reader = BigEarthNetPairs(p, normalization=normalization)
+    elif layout == "s1s2":
+        reader = ClearS1S2Pairs(p, normalization=normalization)
     else:
         raise ConfigError(f"data kind {kind!r} not supported")
     if include or exclude:
