@@ -11,11 +11,14 @@ from mmcanet.augment import DIHEDRAL_OPS, augment_arrays, dihedral
 from mmcanet.datasets import (
     B10_FILL_DN,
     BigEarthNetPairs,
+    ClearS1S2Pairs,
     CloudyClearPairs,
     Sen12MSCR,
     TripletFolder,
+    detect_layout,
     index_sen12mscr,
     list_triplet_ids,
+    open_source,
     sample_keys,
     sen12mscr_split_of,
 )
@@ -257,3 +260,39 @@ def test_real_bigearthnet() -> None:
     # 60 m band B1 was resampled (smooth) to 120 x 120, 10 m band B2 kept as is
     b2 = gdal.Open(str(ds.s2_dirs[0] / f"{ds.s2_dirs[0].name}_B02.tif")).ReadAsArray()
     np.testing.assert_allclose(s["s2_clear"][1].numpy(), b2 / 10000.0, atol=1e-6)
+
+
+def test_clear_s1s2_pairs_read_values_and_simulate(tmp_path: Path) -> None:
+    """Clear S1+S2 pairs: values normalised as DN/10000, S1 NaN flagged invalid, always simulated."""
+    rng = np.random.default_rng(3)
+    s2 = fake_s2(rng)
+    s1 = fake_s1(rng)
+    s1[1, 2, 3] = np.nan  # VH only
+    write_tif(tmp_path / "a_s2.tif", s2)
+    write_tif(tmp_path / "a_s1.tif", s1)
+    write_tif(tmp_path / "lonely_s2.tif", fake_s2(rng))  # no S1: not a pair, left out
+    assert detect_layout(tmp_path) == "s1s2"
+    reader, simulate = open_source(tmp_path)
+    assert simulate and isinstance(reader, ClearS1S2Pairs) and reader.ids == ["a"]
+    s = reader[0]
+    np.testing.assert_allclose(s["s2_clear"].numpy(), s2 / 10000.0, atol=1e-6)
+    assert torch.equal(s["s2_cloudy"], s["s2_clear"]) and float(s["mask"].sum()) == 0.0
+    assert s["has_sar"].item() == 1.0
+    assert s["valid"][0, 2, 3].item() == 0.0 and float(s["valid"].sum()) == 16 * 16 - 1
+
+
+def test_clear_s1s2_pairs_size_mismatch_names_the_pair(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    write_tif(tmp_path / "b_s2.tif", fake_s2(rng, 16))
+    write_tif(tmp_path / "b_s1.tif", fake_s1(rng, 8))
+    with pytest.raises(InputError, match="'b'.*co-registered"):
+        ClearS1S2Pairs(tmp_path)
+
+
+def test_real_s1s2_pairs() -> None:
+    root = _need("s1s2-pairs")
+    reader, simulate = open_source(root, exclude=["terramind_609U_541L_3_0"])
+    assert simulate and len(reader) == len(ClearS1S2Pairs(root).ids) - 1
+    s = reader[0]
+    assert s["s2_clear"].shape[0] == 13 and s["s1"].shape[1:] == s["s2_clear"].shape[1:]
+    assert 0.02 < float(s["s2_clear"][1:4].mean()) < 0.3 and float(s["s1"].std()) > 0.01
