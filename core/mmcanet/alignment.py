@@ -1,4 +1,4 @@
-"""Bring SAR (and a given cloud mask) onto the optical grid, and tell dB from linear SAR.
+"""Bring SAR (and a given cloud mask) onto the optical grid (SAR units: :mod:`mmcanet.sar_units`).
 
 When the SAR raster's CRS, resolution or extent differ from the optical raster's, it is wrapped in a
 GDAL *warped VRT* on exactly the optical grid (bilinear for SAR, nearest for masks). The VRT warps
@@ -18,9 +18,7 @@ import numpy as np
 from osgeo import gdal, osr
 
 from .errors import InputError
-from .normalization import looks_linear
-from .raster_io import RasterInfo, gdal_call, read_window
-from .windows import Window
+from .raster_io import RasterInfo, gdal_call
 
 Warn = Callable[[str], None]
 
@@ -198,136 +196,3 @@ def _fmt_box(box: tuple[float, float, float, float] | None) -> str:
     if box is None:
         return "nothing (its corners do not transform)"
     return f"x {box[0]:.6g}..{box[2]:.6g}, y {box[1]:.6g}..{box[3]:.6g}"
-
-
-_MAX_PLAUSIBLE_MEDIAN = 50.0
-"""Median SAR value above which the input is neither dB (about -30..+10) nor linear power (about 0..2)."""
-
-
-def sample_sar(ds: gdal.Dataset, info: RasterInfo, what: str, n: int = 3, size: int = 64) -> np.ndarray:
-    """Band-1 values of an ``n x n`` grid of small windows (cheap on any scene size), finite and not nodata.
-
-    Raises:
-        InputError: for pixel types that cannot hold backscatter (complex, 8-bit), before reading.
-    """
-    if info.dtype.kind == "c" or info.dtype == np.uint8:
-        check_sar_values(np.empty(0, np.float32), info, what)
-    w, h = info.width, info.height
-    sw, sh = min(size, w), min(size, h)
-    values = []
-    for fy in np.linspace(0, 1, n):
-        for fx in np.linspace(0, 1, n):
-            win = Window(int(round(fx * (w - sw))), int(round(fy * (h - sh))), sw, sh)
-            a = read_window(ds, win, what, bands=[1]).astype(np.float32)
-            if info.nodata[0] is not None:
-                a = a[a != np.float32(info.nodata[0])]
-            values.append(a[np.isfinite(a)].ravel())
-    return np.concatenate(values)
-
-
-def detect_sar_units(ds: gdal.Dataset, info: RasterInfo, what: str, n: int = 3, size: int = 64) -> str:
-    """Guess whether SAR backscatter is stored in dB or as linear power, after checking it is either.
-
-    Applies :func:`mmcanet.normalization.looks_linear` to :func:`sample_sar`; linear values whose
-    cross-polarisation ratio looks like amplitude (see :func:`check_not_amplitude`) are refused.
-
-    Args:
-        ds: the SAR dataset (its own grid).
-        info: its :class:`RasterInfo`.
-        what: label for messages.
-        n: windows per axis.
-        size: window edge (px).
-
-    Returns:
-        ``"linear"`` or ``"db"``.
-
-    Raises:
-        InputError: when the values are neither (see :func:`check_sar_values`), or look like amplitude.
-    """
-    values = sample_sar(ds, info, what, n, size)
-    check_sar_values(values, info, what)
-    if not looks_linear(values):
-        return "db"
-    check_not_amplitude(ds, info, what, n, size)
-    return "linear"
-
-
-AMPLITUDE_RATIO = 0.4
-"""Median VH / VV above which linear SAR values are taken for amplitude rather than power.
-
-Sentinel-1 cross-pol ratios in power are about -5 to -12 dB over land and water (0.06-0.3); read as
-amplitude (the square root of power) the same scenes give -2.5 to -6 dB (0.25-0.56). 0.4 (-4 dB)
-refuses most amplitude images and no typical power image; ``sar_units='linear'`` skips the check."""
-
-
-def check_not_amplitude(ds: gdal.Dataset, info: RasterInfo, what: str, n: int = 3, size: int = 64) -> None:
-    """Refuse linear SAR whose VH / VV ratio says it is amplitude (sqrt of power), not power.
-
-    Raises:
-        InputError: naming the input, the ratio found and the fix.
-    """
-    if info.count < 2:
-        return
-    w, h = info.width, info.height
-    sw, sh = min(size, w), min(size, h)
-    ratios = []
-    for fy in np.linspace(0, 1, n):
-        for fx in np.linspace(0, 1, n):
-            win = Window(int(round(fx * (w - sw))), int(round(fy * (h - sh))), sw, sh)
-            a = read_window(ds, win, what, bands=[1, 2]).astype(np.float64)
-            ok = np.isfinite(a).all(axis=0) & (a > 0).all(axis=0)
-            ratios.append((a[1][ok] / a[0][ok]) if ok.any() else np.empty(0))
-    r = np.concatenate(ratios)
-    if r.size < 16:
-        return
-    ratio = float(np.median(np.minimum(r, 1.0 / r)))  # whichever band is VV, cross-pol is the smaller
-    if ratio > AMPLITUDE_RATIO:
-        raise InputError(
-            f"{what}: its linear values look like amplitude, not power (median VH/VV ratio {ratio:.2f}, "
-            f"{10 * np.log10(ratio):.1f} dB as power; Sentinel-1 power gives about -5 to -12 dB). Square the "
-            "values to get power (gdal_calc.py --calc=\"A*A\"), or pass sar_units='linear' if they are power"
-        )
-
-
-_MIN_PLAUSIBLE_MEDIAN = -60.0
-"""Median SAR value below which the input is not dB (about -30..+10): e.g. dB x 100 stored as int16."""
-
-
-def check_sar_values(values: np.ndarray, info: RasterInfo, what: str) -> None:
-    """Refuse SAR values that are neither backscatter in dB nor linear power.
-
-    The usual case is a Sentinel-1 GRD ``measurement`` file: uncalibrated amplitude digital numbers
-    (uint16, hundreds), in radar geometry. Restoring from them would silently give nonsense. Also
-    refused: complex values (SLC), 8-bit images (scaled for display) and scaled dB (e.g. dB x 100).
-
-    Raises:
-        InputError: naming the input, the median found, and what to do.
-    """
-    if info.dtype.kind == "c":
-        raise InputError(
-            f"{what}: has complex ({info.dtype}) pixels (single-look complex data); expected backscatter "
-            "intensity in dB or linear power. Calibrate and detect it first (SNAP: Radar > Radiometric > "
-            "Calibrate to sigma0, then Terrain Correction)"
-        )
-    if info.dtype == np.uint8:
-        raise InputError(
-            f"{what}: has 8-bit pixels, a rescaled picture rather than backscatter; give float32 dB or linear "
-            "power (the product before it was scaled to 0-255)"
-        )
-    if values.size == 0:
-        return
-    median = float(np.median(values))
-    if median < _MIN_PLAUSIBLE_MEDIAN:
-        raise InputError(
-            f"{what}: its values (median {median:.4g}) are below any backscatter in dB (about -30 to +10): they "
-            "look like scaled dB, e.g. dB x 100 stored as integers. Divide by the scale factor first "
-            "(gdal_calc.py --calc=\"A/100.0\" --type=Float32)"
-        )
-    if median > _MAX_PLAUSIBLE_MEDIAN:
-        kind = f"{info.dtype} " if info.dtype.kind in "ui" else ""
-        raise InputError(
-            f"{what}: its {kind}values (median {median:.4g}) are neither backscatter in dB (about -30 to +10) nor "
-            "linear power (about 0 to 2); they look like uncalibrated Sentinel-1 GRD digital numbers. "
-            "Calibrate to sigma0 and terrain-correct first (SNAP: Radar > Radiometric > Calibrate, then Radar > "
-            "Geometric > Terrain Correction), or use an analysis-ready Sentinel-1 product"
-        )

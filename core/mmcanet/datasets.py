@@ -39,7 +39,7 @@ import torch
 
 from .bands import B10_FILL_DN, B10_INDEX, S2_BANDS_L1C, S2_DN_SCALE, normalise_band_name
 from .errors import ConfigError, InputError
-from .normalization import Normalization, linear_to_db, looks_linear
+from .normalization import Normalization
 from .sample_io import (
     ImageReader,
     Sample,
@@ -52,6 +52,7 @@ from .sample_io import (
     read_s1_db,
     read_s2_dn,
 )
+from .sar_units import check_sar_dtype, sar_as_db
 from .sen12mscr import (
     SEN12MSCR_SEASONS,
     SEN12MSCR_TEST_SCENES,
@@ -349,12 +350,13 @@ class BigEarthNetPairs(ImageReader):
         s1d = self.s1_dirs[index]
         if s1d is not None:
             hw = (dn.shape[1], dn.shape[2])
-            vv, bad_v = _read_bands(s1d / f"{s1d.name}_VV.tif", size=hw)
+            vv_path = s1d / f"{s1d.name}_VV.tif"
+            sar_dtype = raster_info(vv_path).dtype
+            check_sar_dtype(sar_dtype, str(vv_path))  # before reading: complex pixels do not cast to float
+            vv, bad_v = _read_bands(vv_path, size=hw)
             vh, bad_h = _read_bands(s1d / f"{s1d.name}_VH.tif", size=hw)
-            db = np.concatenate([vv, vh])
-            if looks_linear(db):
-                db = linear_to_db(db)
-            invalid = invalid | bad_v | bad_h
+            db = sar_as_db(np.concatenate([vv, vh]), sar_dtype, f"{s1d} (VV / VH files)")
+            invalid = invalid | bad_v | bad_h | ~np.isfinite(db).all(axis=0)
             s1 = norm.s1_to_unit(db)
         else:
             s1 = np.zeros((2,) + dn.shape[1:], dtype=np.float32)

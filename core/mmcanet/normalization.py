@@ -69,18 +69,3 @@ class Normalization:
             band = np.nan_to_num(db[i].astype(np.float32, copy=False), nan=lo, posinf=hi, neginf=lo)
             out[i] = (np.clip(band, lo, hi) - lo) / (hi - lo)
         return out
-
-
-def linear_to_db(power: np.ndarray, floor: float = 1e-10) -> np.ndarray:
-    """Linear backscatter power (sigma0) -> dB: 10 log10(max(power, floor)); NaN stays NaN."""
-    with np.errstate(invalid="ignore"):
-        return (10.0 * np.log10(np.maximum(power.astype(np.float32), floor))).astype(np.float32)
-
-
-def looks_linear(values: np.ndarray) -> bool:
-    """Guess whether finite SAR values are linear power (mostly in (0, 2]) rather than dB (mostly negative)."""
-    v = values[np.isfinite(values)]
-    if v.size == 0:
-        return False
-    neg = float(np.mean(v < 0))
-    return neg < 0.05 and float(np.median(v)) < 2.0

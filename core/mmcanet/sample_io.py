@@ -19,7 +19,8 @@ from torch.utils.data import Dataset
 from .bands import B10_FILL_DN, B10_INDEX, S2_BANDS_L1C, S2_BANDS_L2A, normalise_band_name
 from .clouds.detect import detect_clouds
 from .errors import InputError
-from .normalization import Normalization, linear_to_db, looks_linear
+from .normalization import Normalization
+from .sar_units import check_sar_dtype, sar_as_db
 
 Sample = dict[str, Any]
 
@@ -30,6 +31,7 @@ class _RasterInfo:
     height: int
     width: int
     descriptions: tuple[str, ...]
+    dtype: np.dtype
 
 
 def _natural_key(s: str) -> list[Any]:
@@ -59,8 +61,12 @@ def raster_info(path: str | Path) -> _RasterInfo:
     """
     p = Path(path)
     ds = _open(p)
+    from osgeo import gdal_array
+
     desc = tuple(ds.GetRasterBand(i + 1).GetDescription() or "" for i in range(ds.RasterCount))
-    return _RasterInfo(p, ds.RasterCount, ds.RasterYSize, ds.RasterXSize, desc)
+    dtype = np.dtype(gdal_array.GDALTypeCodeToNumericTypeCode(ds.GetRasterBand(1).DataType)) if ds.RasterCount \
+        else np.dtype(np.float32)
+    return _RasterInfo(p, ds.RasterCount, ds.RasterYSize, ds.RasterXSize, desc, dtype)
 
 
 def _s2_band_order(info: _RasterInfo) -> list[int] | None:
@@ -164,17 +170,22 @@ def read_s2_dn(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def read_s1_db(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Read a 2-band (VV, VH) Sentinel-1 raster in dB (linear power is detected and converted).
+    """Read a 2-band (VV, VH) Sentinel-1 raster in dB (the units rule of :func:`mmcanet.sar_units.sar_units`).
+
+    Linear power is detected and converted; GRD digital numbers, amplitude, scaled dB, 8-bit and
+    complex pixels are refused, exactly as the restore engine refuses them.
+
+    Raises:
+        InputError: wrong band count, unreadable file, or values that are neither dB nor linear power.
 
     Returns:
         ``(db, invalid)``: float32 ``(2, H, W)`` (NaN where invalid) and bool ``(H, W)``.
     """
     info = check_raster(path, "s1")
-    db, invalid = _read_bands(info.path)
-    if looks_linear(db):
-        db = linear_to_db(db)
-        invalid = invalid | ~np.isfinite(db).all(axis=0)
-    return db, invalid
+    check_sar_dtype(info.dtype, str(info.path))  # before reading: complex pixels do not cast to float
+    values, invalid = _read_bands(info.path)
+    db = sar_as_db(values, info.dtype, str(info.path))
+    return db, invalid | ~np.isfinite(db).all(axis=0)
 
 
 def read_mask(path: str | Path) -> np.ndarray:

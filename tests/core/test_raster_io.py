@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasters
-from mmcanet.alignment import align_to, detect_sar_units, same_grid
+from mmcanet.alignment import align_to, same_grid
 from mmcanet.errors import InputError
 from mmcanet.raster_io import RasterWriter, check_readable, open_raster, read_window, temp_path_for
 from mmcanet.windows import Window
@@ -132,9 +132,3 @@ def test_align_same_grid_is_not_warped(make_s2, make_s1) -> None:  # noqa: ANN00
     a = align_to(sds, si, oi, what="sar", ref_what="optical")
     assert not a.warped and a.coverage == 1.0
 
-
-def test_sar_units_detection(make_s1) -> None:  # noqa: ANN001
-    ds, info = open_raster(make_s1("db.tif"), "sar")
-    assert detect_sar_units(ds, info, "sar") == "db"
-    ds, info = open_raster(make_s1("lin.tif", linear=True), "sar")
-    assert detect_sar_units(ds, info, "sar") == "linear"

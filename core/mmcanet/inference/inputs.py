@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..alignment import Aligned, align_to, check_sar_values, detect_sar_units, sample_sar
+from ..alignment import Aligned, align_to
 from ..area import crop_to_extent
 from ..bands import B10_FILL_DN, S1_BANDS, normalise_band_name, s2_file_bands
 from ..errors import InputError
@@ -26,6 +26,7 @@ from ..options import RestoreOptions, validate
 from ..outputs import check_outputs
 from ..raster_io import RasterInfo, check_readable, check_writable, open_raster, read_window
 from ..reporting import Reporter
+from ..sar_units import scene_sar_units
 from ..stacking import open_input
 from ..windows import Window
 
@@ -189,13 +190,9 @@ def open_inputs(opts: RestoreOptions, rep: Reporter) -> SceneInputs:
         )
 
     sar = align_to(sar_ds, sar_info, opt_info, what=sar_what, ref_what=opt_what, resample="bilinear", warn=rep.warn)
-    if opts.sar_units == "auto":
-        units = detect_sar_units(sar_ds, sar_info, sar_what)
-        if units == "linear":
-            rep.info(f"{sar_what}: values look like linear power; converting to dB (override with sar_units='db')")
-    else:
-        check_sar_values(sample_sar(sar_ds, sar_info, sar_what), sar_info, sar_what)
-        units = opts.sar_units
+    units = scene_sar_units(sar_ds, sar_info, sar_what, opts.sar_units)
+    if opts.sar_units == "auto" and units == "linear":
+        rep.info(f"{sar_what}: values look like linear power; converting to dB (override with sar_units='db')")
 
     mask: Aligned | None = None
     mask_what = ""

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 from osgeo import gdal
 
-from ..normalization import linear_to_db
 from ..raster_io import read_into, read_window
+from ..sar_units import sar_to_db
 from ..windows import Window
 from .inputs import SceneInputs
 from .tuning import EngineTuning
@@ -105,8 +105,8 @@ class StripReader:
             if ins.sar.nodata is not None and math.isfinite(ins.sar.nodata):
                 no_sar |= (s1 == np.float32(ins.sar.nodata)).any(axis=0)
             if ins.sar_units == "linear":
-                no_sar |= (s1 <= 0).any(axis=0)
-                s1[...] = linear_to_db(s1)
+                s1[...] = sar_to_db(s1, "linear")  # non-positive power reads as NaN: no SAR there
+                no_sar |= ~np.isfinite(s1).all(axis=0)
             if no_sar.any():
                 s1[:, no_sar] = np.nan
                 self.sar_missing_px += int((no_sar & ~invalid).sum())
