@@ -13,6 +13,13 @@ error, the file was closed, re-opened and its first and last blocks read back (a
 leaves a file that fails here), and its bytes were synced to disk. The temporary file is named
 ``.<name>.partial-<pid>.tif`` next to the output; one left behind by a killed process (``kill -9``,
 power loss) is removed by the next run that writes the same output (:func:`remove_stale_partials`).
+
+Outputs QGIS draws fast: a writer builds internal overviews (2x, 4x, ... reduced copies inside the same
+file) before the rename when the raster is at least :data:`OVERVIEW_MIN_SIZE` px on a side, so a
+zoomed-out view reads a small overview instead of every full-resolution block. On request it converts
+the finished GeoTIFF into a Cloud-Optimised GeoTIFF with GDAL's COG driver (same pixels, tags, band
+descriptions and nodata; overviews and the directory at the front of the file, for sharing over HTTP).
+Both happen on the temporary file, so the output stays atomic.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ import numpy as np
 from osgeo import gdal, gdal_array
 
 from .cpus import gdal_threads
-from .errors import InputError, MMCANetError
+from .errors import CancelledError, InputError, MMCANetError
 from .windows import Window
 
 T = TypeVar("T")
@@ -277,16 +284,51 @@ def geotiff_creation_options(dtype: np.dtype, block: int, width: int, height: in
     return opts
 
 
+OVERVIEW_MIN_SIZE = 1024
+"""Outputs at least this many px on their longer side get overviews. A smaller raster is read in full
+in a few milliseconds at any zoom (a 1023 x 1023 13-band uint16 raster is 27 MB raw, and a QGIS canvas
+is about that size), while overviews would add a third to its file size and write time."""
+OVERVIEW_SMALLEST = 256
+"""Overview levels go on (2, 4, 8, ...) until the longer side of the last one is at most this many px,
+gdaladdo's rule: the coarsest level is then about one block, enough for a whole-tile view."""
+
+
+def overview_levels(width: int, height: int) -> list[int]:
+    """Decimation factors of the overviews a ``width`` x ``height`` output gets (empty: none).
+
+    Empty below :data:`OVERVIEW_MIN_SIZE` px on the longer side; else 2, 4, ... down to the first
+    level whose longer side is at most :data:`OVERVIEW_SMALLEST` px (10980 px: 2 .. 64).
+    """
+    side = max(width, height)
+    if side < OVERVIEW_MIN_SIZE:
+        return []
+    levels = [2]
+    while -(-side // levels[-1]) > OVERVIEW_SMALLEST:
+        levels.append(levels[-1] * 2)
+    return levels
+
+
+def cog_creation_options() -> list[str]:
+    """GDAL COG driver options of the Cloud-Optimised GeoTIFFs the project writes (same compression as
+    :func:`geotiff_creation_options`; the driver's 512 px blocks; the overviews the GeoTIFF already has)."""
+    return ["COMPRESS=DEFLATE", "LEVEL=1", "PREDICTOR=YES", "BIGTIFF=IF_SAFER", f"NUM_THREADS={gdal_threads()}"]
+
+
 GEOTIFF_SUFFIXES: tuple[str, ...] = (".tif", ".tiff")
 """File name endings accepted for the GeoTIFFs the project writes (any letter case)."""
 STALE_AFTER_S = 24 * 3600.0
 """A partial file whose writer cannot be checked (another host, Windows) is stale after this long."""
-_PARTIAL = re.compile(r"^\.(?P<name>.+)\.partial-(?P<pid>\d+)(?:\.tif)?(?:\.aux\.xml)?$")
+_PARTIAL = re.compile(r"^\.(?P<name>.+)\.partial-(?P<pid>\d+)(?:\.src)?(?:\.tif)?(?:\.aux\.xml)?$")
 
 
 def temp_path_for(path: Path) -> Path:
     """Temporary file used while ``path`` is being written: same folder, hidden, process-specific."""
     return path.with_name(f".{path.name}.partial-{os.getpid()}.tif")
+
+
+def cog_source_path_for(path: Path) -> Path:
+    """Temporary tiled GeoTIFF a Cloud-Optimised ``path`` is converted from (next to :func:`temp_path_for`)."""
+    return path.with_name(f".{path.name}.partial-{os.getpid()}.src.tif")
 
 
 def _pid_alive(pid: int) -> bool | None:
@@ -309,7 +351,7 @@ def _pid_alive(pid: int) -> bool | None:
 def remove_stale_partials(path: str | os.PathLike[str]) -> list[Path]:
     """Delete partial files of ``path`` left by a writer that no longer runs (``kill -9``, a crash).
 
-    A partial file is ``.<name>.partial-<pid>[.tif][.aux.xml]`` in the output's folder. It is stale
+    A partial file is ``.<name>.partial-<pid>[.src][.tif][.aux.xml]`` in the output's folder. It is stale
     when process ``<pid>`` is gone, or (where that cannot be checked) when it is older than
     :data:`STALE_AFTER_S`; a partial file of a writer that still runs is left alone.
 
@@ -478,6 +520,12 @@ class RasterWriter:
         tags: dataset metadata (``TIFFTAG_GDAL_METADATA``).
         block: tile edge (px, multiple of 16).
         what: label for messages.
+        overviews: build internal overviews at :meth:`commit` (levels from :func:`overview_levels`:
+            none below :data:`OVERVIEW_MIN_SIZE` px); False: never.
+        resampling: how overview pixels are computed (GDAL name): ``"AVERAGE"`` for measurements
+            (nodata pixels are left out of the mean), ``"NEAREST"`` for classes such as a cloud mask.
+        cog: write a Cloud-Optimised GeoTIFF (GDAL's COG driver, 512 px blocks, pixel-interleaved) at
+            :meth:`commit`: the rows go to a temporary tiled GeoTIFF first, then are converted.
 
     Raises:
         InputError: when the file cannot be created (naming ``what``).
@@ -498,6 +546,9 @@ class RasterWriter:
         tags: dict[str, str] | None = None,
         block: int = 256,
         what: str = "output",
+        overviews: bool = True,
+        resampling: str = "AVERAGE",
+        cog: bool = False,
     ) -> None:
         self.path = check_writable(path, what)
         self.what = f"{what} '{os.fspath(path)}'"
@@ -507,8 +558,14 @@ class RasterWriter:
         self.width, self.height, self.count = width, height, count
         remove_stale_partials(self.path)
         self.tmp_path = temp_path_for(self.path)
+        self.overview_levels = overview_levels(width, height) if overviews else []
+        self.resampling = resampling
+        self.cog = cog
+        # the rows go to the final temporary file, or (COG) to a source the COG driver copies from
+        self._rows_path = cog_source_path_for(self.path) if cog else self.tmp_path
         self._ds: gdal.Dataset | None = None
         self._done = False
+        self._finished = False
         self._next_row = 0
         opts = geotiff_creation_options(self.dtype, block, width, height)
         self._block_rows = block if any(o.startswith("BLOCKYSIZE") for o in opts) else max(1, min(height, 256))
@@ -518,7 +575,7 @@ class RasterWriter:
         try:
             self._ds = gdal_call(
                 driver.Create,
-                str(self.tmp_path),
+                str(self._rows_path),
                 width,
                 height,
                 count,
@@ -623,15 +680,22 @@ class RasterWriter:
         self._pending_row0 += n
         self._pending_rows = 0
 
-    def commit(self) -> Path:
-        """Finish the file and move it to its final name (replacing an existing file).
+    def finish(self, is_canceled: Callable[[], bool] | None = None) -> None:
+        """Complete the temporary file (last rows, overviews, COG conversion) without renaming it yet.
 
-        Returns:
-            The final path.
+        A run with several outputs finishes them all before it commits any, so a cancel or an error
+        while overviews are built leaves none of them behind.
+
+        Args:
+            is_canceled: polled while overviews are built and while the COG is written; True stops
+                with :class:`~mmcanet.errors.CancelledError` and deletes the temporary file.
 
         Raises:
-            MMCANetError: when rows are missing or the file cannot be finished/renamed.
+            MMCANetError: when rows are missing or the file cannot be completed.
+            CancelledError: ``is_canceled()`` returned True.
         """
+        if self._finished:
+            return
         if self._next_row != self.height:
             raise MMCANetError(f"{self.what}: only {self._next_row} of {self.height} rows were written")
         try:
@@ -643,16 +707,96 @@ class RasterWriter:
                     ds = None  # closes the file: the TIFF directory is written now
                 if log.failures:
                     raise MMCANetError(f"{self.what}: could not be finished ({log.failures[0]}); is the disk full?")
+            if self.overview_levels:
+                self._build_overviews(is_canceled)
+            if self.cog:
+                self._convert_to_cog(is_canceled)
         except BaseException:
             self.discard()
             raise
+        self._finished = True
+
+    def commit(self, is_canceled: Callable[[], bool] | None = None) -> Path:
+        """Finish the file (:meth:`finish`, unless done) and move it to its final name (replacing an existing file).
+
+        Args:
+            is_canceled: passed to :meth:`finish`.
+
+        Returns:
+            The final path.
+
+        Raises:
+            MMCANetError: when rows are missing or the file cannot be finished/renamed.
+            CancelledError: ``is_canceled()`` returned True during :meth:`finish`.
+        """
+        self.finish(is_canceled)
         self._done = True
         return finish_geotiff(self.tmp_path, self.path, width=self.width, height=self.height, count=self.count,
                               what=self.what)
 
+    def _build_overviews(self, is_canceled: Callable[[], bool] | None) -> None:
+        """Internal overviews of every band, compressed like the full-resolution blocks.
+
+        The closed file is re-opened for update without ``NUM_THREADS``: GDAL 3.6's multi-threaded
+        block decoding fails on band-interleaved files of more than a few bands while it reads the
+        blocks back ("Bad value 12 for ExtraSamples" from its worker threads, which no handler of
+        ours sees; the pixels came out right, but QGIS would log every error). DEFLATE level 1 as in
+        :func:`geotiff_creation_options` (the level is not stored in the file; GDAL would use 6).
+        """
+        ds = gdal_call(gdal.OpenEx, str(self._rows_path), gdal.OF_RASTER | gdal.OF_UPDATE,
+                       what=f"{self.what}: the written file cannot be re-opened to add overviews", error=MMCANetError)
+        previous = gdal.GetThreadLocalConfigOption("ZLEVEL_OVERVIEW", None)
+        gdal.SetThreadLocalConfigOption("ZLEVEL_OVERVIEW", "1")
+        try:
+            with gdal_errors() as log:
+                try:
+                    err = ds.BuildOverviews(self.resampling, self.overview_levels, callback=_gdal_progress(is_canceled))
+                except RuntimeError as exc:  # gdal.UseExceptions() is on somewhere in the process
+                    log.messages.append(str(exc))
+                    err = gdal.CE_Failure
+                ds.FlushCache()
+                ds = None
+        finally:
+            gdal.SetThreadLocalConfigOption("ZLEVEL_OVERVIEW", previous)
+        if is_canceled is not None and is_canceled():
+            raise CancelledError(f"{self.what}: cancelled while building overviews; no output was written")
+        if err != gdal.CE_None or log.failures:
+            raise MMCANetError(f"{self.what}: building overviews failed ({log.last()}); is the disk full?")
+
+    def _convert_to_cog(self, is_canceled: Callable[[], bool] | None) -> None:
+        """Copy the finished tiled GeoTIFF into the COG layout at the temporary name, then drop the source."""
+        options = [*cog_creation_options(), f"OVERVIEWS={'FORCE_USE_EXISTING' if self.overview_levels else 'NONE'}"]
+        with gdal_errors() as log:
+            try:
+                out = gdal.Translate(str(self.tmp_path), str(self._rows_path), format="COG", creationOptions=options,
+                                     callback=_gdal_progress(is_canceled))
+            except RuntimeError as exc:  # gdal.UseExceptions() is on somewhere in the process
+                log.messages.append(str(exc))
+                out = None
+            failed = out is None or bool(log.failures)
+            out = None  # closes the COG
+        if is_canceled is not None and is_canceled():
+            raise CancelledError(f"{self.what}: cancelled while writing the Cloud-Optimised GeoTIFF; no output was written")
+        if failed:
+            raise MMCANetError(f"{self.what}: writing the Cloud-Optimised GeoTIFF failed ({log.last()}); is the disk full?")
+        _remove_partial(self._rows_path)
+
     def discard(self) -> None:
-        """Close and delete the temporary file (idempotent)."""
+        """Close and delete the temporary file(s) (idempotent)."""
         with gdal_errors():  # closing a file on a full disk reports errors that no longer matter
             self._ds = None
         self._done = True
         _remove_partial(self.tmp_path)
+        if self._rows_path != self.tmp_path:
+            _remove_partial(self._rows_path)
+
+
+def _gdal_progress(is_canceled: Callable[[], bool] | None) -> Callable[..., int] | None:
+    """A GDAL progress callback that stops the operation (returns 0) once ``is_canceled()`` is True."""
+    if is_canceled is None:
+        return None
+
+    def callback(complete: float, message: object, data: object) -> int:
+        return 0 if is_canceled() else 1
+
+    return callback

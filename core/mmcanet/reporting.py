@@ -56,6 +56,10 @@ class Reporter:
         if self._progress is not None:
             self._progress(fraction)
 
+    def canceled(self) -> bool:
+        """Whether the caller asked to stop (False without a cancel poll)."""
+        return self._is_canceled is not None and bool(self._is_canceled())
+
     def check_canceled(self, message: str) -> None:
         """Raise :class:`CancelledError` with ``message`` when the caller asked to stop."""
         if self._is_canceled is not None and self._is_canceled():

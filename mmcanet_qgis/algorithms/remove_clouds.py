@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 from mmcanet import options as core_options
@@ -95,6 +94,8 @@ class RemoveCloudsAlgorithm(MMCANetAlgorithm):
     BATCH_SIZE = "BATCH_SIZE"
     OUTPUT = "OUTPUT"
     EXTENT = "EXTENT"
+    OVERVIEWS = "OVERVIEWS"
+    COG = "COG"
     MASK_OUTPUT = "MASK_OUTPUT"
     UNCERTAINTY_OUTPUT = "UNCERTAINTY_OUTPUT"
     CHANGE_OUTPUT = "CHANGE_OUTPUT"
@@ -136,7 +137,10 @@ class RemoveCloudsAlgorithm(MMCANetAlgorithm):
         "- Mean absolute change (reflectance): how much each pixel changed from the input (0 where it was "
         "kept). It is NOT a measure of trust: a large change can be right and a small one wrong.\n"
         "Advanced: tile size / overlap in pixels (left 'Not set': the values stored in the model file), "
-        "batch size (tiles per step; lower it if memory runs out)."
+        "batch size (tiles per step; lower it if memory runs out); overviews (built into every output of "
+        "1024 px or more on a side, so QGIS draws zoomed-out views fast; off saves their write time and about "
+        "a third of the file size); Cloud-Optimised GeoTIFF (for sharing the files, e.g. over HTTP; one more "
+        "copy of each output at the end of the run)."
     )
 
     def initAlgorithm(self, config: dict[str, Any] | None = None) -> None:  # noqa: N802, D102
@@ -168,6 +172,11 @@ class RemoveCloudsAlgorithm(MMCANetAlgorithm):
         self.addParameter(advanced(QgsProcessingParameterNumber(
             self.BATCH_SIZE, tr("Tiles per batch"), type=INTEGER, defaultValue=core_options.DEFAULT_BATCH_SIZE,
             minValue=1, maxValue=core_options.MAX_BATCH_SIZE)))
+        self.addParameter(advanced(QgsProcessingParameterBoolean(
+            self.OVERVIEWS, tr("Build overviews (outputs of 1024 px or more on a side; QGIS draws them faster)"),
+            defaultValue=core_options.DEFAULT_OVERVIEWS)))
+        self.addParameter(advanced(QgsProcessingParameterBoolean(
+            self.COG, tr("Write Cloud-Optimised GeoTIFFs (for sharing)"), defaultValue=core_options.DEFAULT_COG)))
         self.addParameter(QgsProcessingParameterExtent(
             self.EXTENT, tr("Area of interest (empty: the whole optical image)"), optional=True))
         self.addParameter(QgsProcessingParameterRasterDestination(self.OUTPUT, tr("Cloud-free Sentinel-2")))
@@ -204,9 +213,11 @@ class RemoveCloudsAlgorithm(MMCANetAlgorithm):
             "mask_output": self.output_path(parameters, self.MASK_OUTPUT, context),
             "uncertainty_output": self.output_path(parameters, self.UNCERTAINTY_OUTPUT, context),
             "change_output": self.change_output(parameters, context),
+            "overviews": self.parameterAsBool(parameters, self.OVERVIEWS, context),
+            "cog": self.parameterAsBool(parameters, self.COG, context),
         }
         options.update(self.area_of_interest(parameters, self.EXTENT, context))
-        return _for_this_core(options)
+        return options
 
     def change_output(self, parameters: dict[str, Any], context: QgsProcessingContext) -> str | None:
         """CHANGE_OUTPUT, or the same output given under its old id CONFIDENCE_OUTPUT."""
@@ -237,7 +248,7 @@ class RemoveCloudsAlgorithm(MMCANetAlgorithm):
             feedback.pushInfo(tr("Ran on {device} in {seconds:.1f} s").format(device=result.device, seconds=result.seconds))
         style_on_load(context, options["output"])
         style_on_load(context, options.get("uncertainty_output"), style_predicted_error)
-        change = options.get("change_output", options.get("confidence_output"))
+        change = options["change_output"]
         return {
             self.OUTPUT: options["output"],
             self.MASK_OUTPUT: options["mask_output"],
@@ -246,19 +257,3 @@ class RemoveCloudsAlgorithm(MMCANetAlgorithm):
             self.CONFIDENCE_OUTPUT: change,
         }
 
-
-def _for_this_core(options: dict[str, Any]) -> dict[str, Any]:
-    """``options`` with the field names of the installed core's RestoreOptions.
-
-    The core renamed ``confidence_output`` to ``change_output`` and added ``uncertainty_output``; with an
-    older core the change output goes under its old name, and a predicted-error request is refused.
-    """
-    known = {f.name for f in dataclasses.fields(core_options.RestoreOptions)}
-    if "change_output" not in known:
-        options["confidence_output"] = options.pop("change_output")
-    requested = options.get("uncertainty_output") if "uncertainty_output" not in known else None
-    options = {k: v for k, v in options.items() if k in known}
-    if requested:
-        raise QgsProcessingException(tr(
-            "This version of the MMCANet core library cannot write a predicted-error layer; update the plugin."))
-    return options

@@ -59,7 +59,7 @@ def test_remove_clouds_flags_expert_options_advanced(provider: Any) -> None:
     alg = provider.algorithm("remove_clouds")
     advanced = {p.name() for p in alg.parameterDefinitions()
                 if p.flags() & QgsProcessingParameterDefinition.FlagAdvanced}
-    assert advanced == {"TILE_SIZE", "OVERLAP", "BATCH_SIZE"}
+    assert advanced == {"TILE_SIZE", "OVERLAP", "BATCH_SIZE", "OVERVIEWS", "COG"}
     assert alg.parameterDefinition("STRATEGY").options()[0] == "model default"
     assert alg.parameterDefinition("DEVICE").options() == ["auto", "cpu", "cuda"]
 
@@ -105,11 +105,16 @@ def test_restore_options_are_built_without_running(provider: Any, scene: dict[st
     assert options["strategy"] == "iterative" and options["device"] == "cpu"
     assert options["tile_size"] is None and options["overlap"] is None  # the model card's defaults
     assert options["keep_clear"] is False and options["cloud_mask"] is None
-    assert options["mask_output"] is None and options.get("change_output", options.get("confidence_output")) is None
+    assert options["mask_output"] is None and options["change_output"] is None
     assert "extent" not in options  # no area of interest: the whole image
     assert not (tmp_path / "out.tif").exists()
     explicit = alg.restore_options({**params, "TILE_SIZE": 64, "OVERLAP": 0}, context)
     assert (explicit["tile_size"], explicit["overlap"]) == (64, 0)  # 0 is a real overlap, not "default"
+    assert (options["overviews"], options["cog"]) == (True, False)  # the core's defaults, advanced switches
+    switched = alg.restore_options({**params, "OVERVIEWS": False, "COG": True}, context)
+    assert (switched["overviews"], switched["cog"]) == (False, True)
+    for key in ("OVERVIEWS", "COG"):
+        assert alg.parameterDefinition(key).flags() & QgsProcessingParameterDefinition.FlagAdvanced
 
 
 def test_remove_clouds_dialog_states_its_defaults(provider: Any) -> None:

@@ -129,7 +129,7 @@ def test_old_confidence_id_still_writes_the_change_output(provider: Any, scene: 
     alg = provider.algorithm("remove_clouds").create()
     params = {"SAR": str(scene["s1"]), "OPTICAL": str(scene["s2"]), "OUTPUT": str(tmp_path / "o.tif")}
     options = alg.restore_options({**params, "CONFIDENCE_OUTPUT": str(tmp_path / "c.tif")}, QgsProcessingContext())
-    assert options.get("change_output", options.get("confidence_output")) == str(tmp_path / "c.tif")
+    assert options["change_output"] == str(tmp_path / "c.tif")
     with pytest.raises(QgsProcessingException, match="CHANGE_OUTPUT and CONFIDENCE_OUTPUT"):
         alg.restore_options({**params, "CONFIDENCE_OUTPUT": str(tmp_path / "c.tif"),
                              "CHANGE_OUTPUT": str(tmp_path / "d.tif")}, QgsProcessingContext())

@@ -137,7 +137,7 @@ def detect_scene(
         output, width=info.width, height=info.height, count=1, dtype=np.uint8,
         geotransform=info.geotransform if info.georeferenced else None, crs_wkt=info.crs_wkt, nodata=NODATA,
         descriptions=(f"cloud mask: {desc}, 255 no data",),
-        tags={"MMCANET_CLOUD_MASK": desc, "MMCANET_SOURCE": str(source)}, what="output",
+        tags={"MMCANET_CLOUD_MASK": desc, "MMCANET_SOURCE": str(source)}, what="output", resampling="NEAREST",
     ) as writer:
         for row in range(0, info.height, strip_rows):
             rep.check_canceled("cloud detection cancelled; no output was written")
@@ -160,7 +160,7 @@ def detect_scene(
             for k, v in ((0, CLEAR), (1, CLOUD), (2, SHADOW), (3, NODATA)):
                 counts[k] += int((out == v).sum())
             rep.progress(min(0.999, (row + h) / info.height))
-        path = writer.commit()
+        path = writer.commit(rep.canceled)
     valid = max(1, int(counts[:3].sum()))
     result = DetectResult(output=path, cloud_fraction=float(counts[1]) / valid, shadow_fraction=float(counts[2]) / valid)
     rep.progress(1.0)

@@ -59,6 +59,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     io.add_argument("--extent-crs", help="CRS of --extent, e.g. EPSG:4326 (default: the optical image's)")
     io.add_argument(
+        "--overviews", action=argparse.BooleanOptionalAction, default=d["overviews"],
+        help="build internal overviews in outputs of 1024 px or more on a side, so QGIS draws zoomed-out views "
+        "fast (default: %(default)s; --no-overviews saves their write time and ~1/3 of the file size)",
+    )
+    io.add_argument("--cog", action="store_true", default=d["cog"],
+                    help="write Cloud-Optimised GeoTIFFs (GDAL COG driver) for sharing, e.g. over HTTP")
+    io.add_argument(
         "--failures",
         metavar="FILE",
         help="with --list: write the scenes that failed to FILE, as a scene list to rerun (each line preceded by "
@@ -215,6 +222,8 @@ def run(args: argparse.Namespace) -> int:
         "extent": tuple(args.extent) if args.extent else None,
         "extent_crs": args.extent_crs,
         "precision": args.precision,
+        "overviews": args.overviews,
+        "cog": args.cog,
     }
     if args.confidence_output:
         if args.change_output:

@@ -241,7 +241,7 @@ def _restore(
     tags = _tags(card, strategy, runner, ins, options.keep_clear)
     common: dict[str, Any] = {"width": info.width, "height": info.height,
                               "geotransform": info.geotransform if info.georeferenced else None,
-                              "crs_wkt": info.crs_wkt, "tags": tags}
+                              "crs_wkt": info.crs_wkt, "tags": tags, "overviews": options.overviews, "cog": options.cog}
     out_dtype = output_dtype(info)
     writers: dict[str, RasterWriter] = {}
     try:
@@ -252,7 +252,7 @@ def _restore(
         if ins.mask_output is not None:
             writers["mask"] = RasterWriter(
                 ins.mask_output, count=1, dtype=np.uint8, nodata=MASK_NODATA,
-                descriptions=("cloud_or_shadow",), what="mask output", **common,
+                descriptions=("cloud_or_shadow",), what="mask output", resampling="NEAREST", **common,
             )
         if ins.change_output is not None:
             writers["change"] = RasterWriter(
@@ -267,6 +267,8 @@ def _restore(
             )
         runner.run(writers)
         sar_missing = _report_missing_sar(runner, ins, rep, writers)
+        for w in writers.values():  # overviews / COG of every output before any is renamed into place
+            w.finish(rep.canceled)
         paths = {k: w.commit() for k, w in writers.items()}
     except BaseException:
         for w in writers.values():

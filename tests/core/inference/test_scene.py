@@ -403,6 +403,28 @@ def test_output_metadata_and_progress(make_s2, make_s1, tmp_path: Path) -> None:
     assert not math.isnan(res.cloud_fraction)
 
 
+def test_outputs_get_overviews_and_a_cog_on_request(make_s2, make_s1, tmp_path: Path) -> None:  # noqa: ANN001
+    """A 1024 px wide scene (the overview rule's threshold) kept cheap with 16 rows."""
+    s2, s1 = make_s2(height=16, width=1024), make_s1(height=16, width=1024)
+    names = ("output", "mask_output", "change_output")
+    plain = run(Identity(), s1, s2, tmp_path / "o.tif", mask_output=tmp_path / "m.tif", change_output=tmp_path / "c.tif")
+    cog = run(Identity(), s1, s2, tmp_path / "o_cog.tif", mask_output=tmp_path / "m_cog.tif",
+              change_output=tmp_path / "c_cog.tif", cog=True)
+    off = run(Identity(), s1, s2, tmp_path / "o_off.tif", overviews=False)
+    assert not [n for n in files(tmp_path) if ".partial-" in n]
+    for name in names:
+        a, b = gdal.Open(str(getattr(plain, name))), gdal.Open(str(getattr(cog, name)))
+        assert [a.GetRasterBand(1).GetOverview(i).XSize for i in range(a.GetRasterBand(1).GetOverviewCount())] == [512, 256]
+        assert b.GetMetadata("IMAGE_STRUCTURE")["LAYOUT"] == "COG" and b.GetRasterBand(1).GetOverviewCount() == 2
+        np.testing.assert_array_equal(b.ReadAsArray(), a.ReadAsArray())
+        assert b.GetMetadata() == a.GetMetadata()
+        assert b.GetRasterBand(1).GetDescription() == a.GetRasterBand(1).GetDescription()
+        assert b.GetRasterBand(1).GetNoDataValue() == a.GetRasterBand(1).GetNoDataValue()
+    mask = gdal.Open(str(plain.mask_output))
+    assert set(np.unique(mask.GetRasterBand(1).GetOverview(0).ReadAsArray())) <= {0, 1, 255}  # classes, not means
+    assert gdal.Open(str(off.output)).GetRasterBand(1).GetOverviewCount() == 0
+
+
 # ---------------------------------------------------------------------------------------------------
 # devices
 # ---------------------------------------------------------------------------------------------------
