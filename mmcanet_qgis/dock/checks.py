@@ -16,8 +16,10 @@ from qgis.core import (
     QgsCoordinateTransform,
     QgsCoordinateTransformContext,
     QgsCsException,
+    QgsFeatureRequest,
     QgsRasterLayer,
     QgsRectangle,
+    QgsVectorLayer,
 )
 
 from . import contract
@@ -206,3 +208,50 @@ def check_area(
         return [Problem(AREA, f"The map shows nothing of '{optical.name()}'; zoom to the area to restore "
                               "or choose 'Whole layer'.")]
     return []
+
+
+def selected_polygons_extent(
+    polygons: QgsVectorLayer | None,
+    optical: QgsRasterLayer | None,
+    transform_context: QgsCoordinateTransformContext,
+) -> tuple[QgsRectangle | None, list[Problem]]:
+    """The bounding box, in the optical layer's CRS, of the selected features of `polygons`.
+
+    Each selected geometry is transformed to the optical CRS before its box is taken, so the area is
+    the tightest rectangle around the polygons as the optical grid sees them (the core then snaps it
+    outward to whole optical pixels). Returns (None, blocking problems) when there is no polygon
+    layer, nothing is selected, the CRS cannot be converted or the polygons miss the optical layer.
+    """
+    if optical is None or not optical.isValid():
+        return None, []  # the optical field reports that
+    if polygons is None or not polygons.isValid():
+        return None, [Problem(AREA, "Choose the polygon layer whose selected features mark the area to "
+                                    "restore, or choose another area.")]
+    if polygons.selectedFeatureCount() == 0:
+        return None, [Problem(AREA, f"No feature of '{polygons.name()}' is selected; select the polygons to "
+                                    "restore (Select Features tool) or choose another area.")]
+    transform = None
+    if polygons.crs().isValid() and optical.crs().isValid() and polygons.crs() != optical.crs():
+        transform = QgsCoordinateTransform(polygons.crs(), optical.crs(), transform_context)
+    elif polygons.crs().isValid() != optical.crs().isValid():
+        return None, [Problem(AREA, f"'{polygons.name() if not polygons.crs().isValid() else optical.name()}' has "
+                                    "no CRS, so the polygons cannot be placed on the optical layer; set the "
+                                    "layer's CRS (Layer Properties > Source).")]
+    box = QgsRectangle()
+    box.setMinimal()
+    request = QgsFeatureRequest().setNoAttributes()
+    for feature in polygons.getSelectedFeatures(request):
+        geometry = feature.geometry()
+        if geometry.isNull() or geometry.isEmpty():
+            continue
+        if transform is not None:
+            try:
+                geometry.transform(transform)
+            except QgsCsException:
+                return None, [Problem(AREA, f"The selected polygons of '{polygons.name()}' cannot be transformed "
+                                            f"to the CRS of '{optical.name()}' ({optical.crs().authid()}).")]
+        box.combineExtentWith(geometry.boundingBox())
+    if box.isNull() or box.isEmpty() or not box.intersects(optical.extent()):
+        return None, [Problem(AREA, f"The selected polygons of '{polygons.name()}' do not overlap "
+                                    f"'{optical.name()}'; select polygons over the image or choose another area.")]
+    return box, []

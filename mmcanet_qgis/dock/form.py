@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
-from qgis.core import QgsCoordinateTransformContext, QgsMapLayerProxyModel, QgsRasterLayer
+from qgis.core import (
+    QgsCoordinateTransformContext,
+    QgsMapLayer,
+    QgsMapLayerProxyModel,
+    QgsRasterLayer,
+    QgsVectorLayer,
+)
 from qgis.gui import QgsCollapsibleGroupBox, QgsFileWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import Qt, pyqtSignal
 from qgis.PyQt.QtWidgets import (
@@ -23,8 +30,9 @@ from .contract import AlgorithmSpec
 from .settings import DockChoices
 
 BLOCKING_STYLE = "color: #b00020;"
-WHOLE_LAYER, MAP_EXTENT = "whole", "map_extent"
-AREAS: tuple[tuple[str, str], ...] = ((WHOLE_LAYER, "Whole layer"), (MAP_EXTENT, "Current map extent"))
+WHOLE_LAYER, MAP_EXTENT, SELECTED_POLYGONS = "whole", "map_extent", "selected_polygons"
+AREAS: tuple[tuple[str, str], ...] = ((WHOLE_LAYER, "Whole layer"), (MAP_EXTENT, "Current map extent"),
+                                      (SELECTED_POLYGONS, "Selected polygons"))
 """The area choices: key (remembered, sent to the widget) and label."""
 WARNING_STYLE = "color: #8a5a00;"
 
@@ -67,9 +75,19 @@ class ChoicesForm(QScrollArea):
             self.area_combo.addItem(self.tr(label), key)
         self.area_combo.setToolTip(self.tr(
             "Whole layer: restore the whole optical image. Current map extent: restore only the optical "
-            "pixels inside what the map shows now (faster for a field, a town, a lake); the result covers "
-            "just that area, aligned with the optical image's pixels."))
-        self._add_row(form, self.tr("Area"), self.area_combo, checks.AREA)
+            "pixels inside what the map shows now (faster for a field, a town, a lake). Selected polygons: "
+            "only the rectangle around the features selected in a polygon layer. The result covers just "
+            "that area, aligned with the optical image's pixels."))
+        form.addRow(self.tr("Area"), self.area_combo)
+        self.polygon_combo = QgsMapLayerComboBox()
+        self.polygon_combo.setFilters(QgsMapLayerProxyModel.PolygonLayer)
+        self.polygon_combo.setAllowEmptyLayer(True)
+        self.polygon_combo.setLayer(None)
+        self.polygon_combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.polygon_combo.setMinimumContentsLength(10)
+        self.polygon_combo.setToolTip(self.tr("The polygon layer whose selected features mark the area"))
+        self._add_row(form, None, self.polygon_combo, checks.AREA)
+        self._watched_polygons: QgsVectorLayer | None = None
 
         self.model_widget = QgsFileWidget()
         self.model_widget.setStorageMode(QgsFileWidget.GetFile)
@@ -177,6 +195,10 @@ class ChoicesForm(QScrollArea):
             check.toggled.connect(options)
         self.area_combo.currentIndexChanged.connect(changed)
         self.area_combo.currentIndexChanged.connect(options)
+        self.area_combo.currentIndexChanged.connect(self._show_polygon_picker)
+        self.polygon_combo.layerChanged.connect(self._watch_selection)
+        self.polygon_combo.layerChanged.connect(changed)
+        self._show_polygon_picker()
         self.advanced_box.collapsedStateChanged.connect(options)
         self.reset_advanced_button.clicked.connect(self.reset_advanced)
 
@@ -215,8 +237,34 @@ class ChoicesForm(QScrollArea):
         self._output_folder = choices.output_folder
 
     def area(self) -> str:
-        """The chosen area: WHOLE_LAYER or MAP_EXTENT."""
+        """The chosen area: WHOLE_LAYER, MAP_EXTENT or SELECTED_POLYGONS."""
         return str(self.area_combo.currentData() or WHOLE_LAYER)
+
+    def polygon_layer(self) -> QgsVectorLayer | None:
+        """The polygon layer whose selection is the area (None when none is chosen)."""
+        layer = self.polygon_combo.currentLayer()
+        return layer if isinstance(layer, QgsVectorLayer) else None
+
+    def _show_polygon_picker(self) -> None:
+        self.polygon_combo.setVisible(self.area() == SELECTED_POLYGONS)
+        if self.area() == SELECTED_POLYGONS and self.polygon_layer() is None:
+            layers = [self.polygon_combo.layer(i) for i in range(self.polygon_combo.count())]
+            selected = [layer for layer in layers if isinstance(layer, QgsVectorLayer) and layer.selectedFeatureCount()]
+            if selected:  # the layer the user has just selected in, as QGIS's own "selected features only"
+                self.polygon_combo.setLayer(selected[0])
+
+    def _watch_selection(self, layer: QgsMapLayer | None) -> None:
+        """Re-check when the selection of the chosen polygon layer changes (it is the area)."""
+        if self._watched_polygons is not None:
+            with contextlib.suppress(TypeError, RuntimeError):  # the layer is already gone
+                self._watched_polygons.selectionChanged.disconnect(self._on_selection_changed)
+        self._watched_polygons = layer if isinstance(layer, QgsVectorLayer) else None
+        if self._watched_polygons is not None:
+            self._watched_polygons.selectionChanged.connect(self._on_selection_changed)
+
+    def _on_selection_changed(self) -> None:
+        if self.area() == SELECTED_POLYGONS:
+            self.inputs_changed.emit()
 
     def set_error_available(self, available: bool, why_not: str = "") -> None:
         """Enable "Add predicted error" only for a model that predicts its error (`why_not` as tooltip)."""

@@ -26,7 +26,7 @@ from qgis.PyQt.QtWidgets import (
 from . import checks, contract, modelcard, preselect, results, settings
 from .compare import ComparePanel
 from .contract import AlgorithmSpec
-from .form import BLOCKING_STYLE, MAP_EXTENT, ChoicesForm
+from .form import BLOCKING_STYLE, MAP_EXTENT, SELECTED_POLYGONS, ChoicesForm
 from .run import CANCELLED, FAILED, SUCCEEDED, RestoreRun, RunOutcome, default_output, plan_outputs
 
 MINIMUM_WIDTH = 260
@@ -125,8 +125,12 @@ class CloudRemovalDock(QgsDockWidget):
             form.mask_combo.currentLayer(),
             self._project.transformContext(),
         )
-        problems += checks.check_area(*self.area_of_interest(), form.optical_combo.currentLayer(),
-                                      self._project.transformContext())
+        if form.area() == SELECTED_POLYGONS:
+            problems += checks.selected_polygons_extent(form.polygon_layer(), form.optical_combo.currentLayer(),
+                                                        self._project.transformContext())[1]
+        else:
+            problems += checks.check_area(*self.area_of_interest(), form.optical_combo.currentLayer(),
+                                          self._project.transformContext())
         problems += self._check_model()
         if self._spec is not None:
             problems += checks.check_tiling(*self.effective_tiling(), form.batch_spin.value())
@@ -255,7 +259,15 @@ class CloudRemovalDock(QgsDockWidget):
     # ---- running --------------------------------------------------------------------------------
 
     def area_of_interest(self) -> tuple[QgsRectangle | None, QgsCoordinateReferenceSystem]:
-        """The map extent and its CRS when "Current map extent" is chosen; (None, invalid CRS) for the whole layer."""
+        """The area to restore and its CRS: the map extent in the map's CRS ("Current map extent"), the box
+        around the selected polygons in the optical layer's CRS ("Selected polygons"); (None, invalid CRS)
+        for the whole layer, or when the selection gives no area (then `revalidate` blocks the run)."""
+        if self.form.area() == SELECTED_POLYGONS:
+            optical = self.form.optical_combo.currentLayer()
+            box, _ = checks.selected_polygons_extent(self.form.polygon_layer(), optical, self._project.transformContext())
+            if box is None or optical is None:
+                return None, QgsCoordinateReferenceSystem()
+            return box, optical.crs()
         canvas = self._iface.mapCanvas() if self._iface is not None else None
         if self.form.area() != MAP_EXTENT or canvas is None:
             return None, QgsCoordinateReferenceSystem()
@@ -310,7 +322,9 @@ class CloudRemovalDock(QgsDockWidget):
         self._finished_inputs = None
         parameters, created = self.build_parameters()
         os.makedirs(os.path.dirname(parameters[contract.OUTPUT]) or ".", exist_ok=True)
-        area = self.tr("map extent") if contract.EXTENT in parameters else ""
+        area = ""
+        if contract.EXTENT in parameters:
+            area = self.tr("selected polygons") if self.form.area() == SELECTED_POLYGONS else self.tr("map extent")
         self._run_inputs = {"optical_id": optical.id(), "optical_name": optical.name(), "area": area}
         self._run = RestoreRun(self._algorithm, parameters, self._project, created)
         self._run.progress.connect(self._show_progress)

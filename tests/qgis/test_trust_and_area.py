@@ -304,3 +304,113 @@ def test_detect_clouds_on_an_area_of_interest(provider: Any, scene: dict[str, Pa
     ds = gdal.Open(str(tmp_path / "m.tif"))
     assert (ds.RasterXSize, ds.RasterYSize) == (20, 20)
     assert ds.GetGeoTransform() == pytest.approx((x0 + 50, 10, 0, y0 - 100, 0, -10))
+
+
+# ---- selected polygons as the area ----------------------------------------------------------------
+
+# In UTM 31N (the optical grid: 10 m, origin GT). A: columns 10.5..23.2, rows 14.2..31.1 of the image;
+# B: a triangle over columns 26.3..41.8, rows 5.7..20.3; C lies 50 km east. The polygons are stored in
+# WGS 84, as digitised fields usually are.
+POLYGONS_UTM = {
+    "A": [(105, 142), (232, 142), (232, 311), (105, 311)],
+    "B": [(263, 57), (418, 95), (300, 203)],
+    "C": [(50_000, 100), (50_200, 100), (50_200, 300)],
+}
+SNAPPED = (GT[0] + 100, GT[3] - 320, GT[0] + 420, GT[3] - 50)
+"""A and B together: columns 10.5..41.8 -> 10..42, rows 5.7..31.1 -> 5..32 (32 x 27 px)."""
+
+
+@pytest.fixture
+def fields() -> Any:
+    from qgis.core import QgsFeature, QgsGeometry, QgsPointXY, QgsVectorLayer
+
+    layer = QgsVectorLayer("Polygon?crs=EPSG:4326&field=name:string", "fields", "memory")
+    to_wgs = QgsCoordinateTransform(QgsCoordinateReferenceSystem(f"EPSG:{gen.UTM31N}"), layer.crs(),
+                                    QgsProject.instance())
+    features = []
+    for name, ring in POLYGONS_UTM.items():
+        geometry = QgsGeometry.fromPolygonXY([[QgsPointXY(GT[0] + dx, GT[3] - dy) for dx, dy in ring]])
+        geometry.transform(to_wgs)
+        feature = QgsFeature(layer.fields())
+        feature.setAttributes([name])
+        feature.setGeometry(geometry)
+        features.append(feature)
+    assert layer.dataProvider().addFeatures(features)[0]
+    layer.updateExtents()
+    QgsProject.instance().addMapLayer(layer)
+    return layer
+
+
+def _select(layer: Any, names: set[str]) -> None:
+    layer.selectByIds([f.id() for f in layer.getFeatures() if f["name"] in names])
+
+
+def test_selected_polygons_are_the_area_of_interest(make_dock: Callable[[], Any], pair: Any, fields: Any,
+                                                    tmp_path: Path) -> None:
+    from mmcanet.inference import RestoreOptions, restore_scene_with_model
+    from toy_models import Card, SarEcho
+
+    s1, s2 = pair
+    dock = make_dock()
+    dock.form.area_combo.setCurrentIndex(dock.form.area_combo.findData("selected_polygons"))
+    dock.form.polygon_combo.setLayer(fields)
+    assert dock.form.polygon_combo.isVisibleTo(dock.form)
+
+    def area_problems() -> list[str]:
+        return [p.message for p in dock.problems if p.field == "area" and p.blocking]
+
+    dock.revalidate()
+    assert any("No feature of 'fields' is selected" in m for m in area_problems())
+    assert not dock.run_button.isEnabled()
+    _select(fields, {"C"})  # the selection is an input: the dock re-checks by itself
+    assert any("do not overlap 'cloudy'" in m for m in area_problems())
+    assert not dock.run_button.isEnabled()
+    _select(fields, {"A", "B"})
+    assert area_problems() == [] and dock.run_button.isEnabled()
+
+    # the box around A and B, moved into the optical CRS (not the WGS 84 box of the polygons)
+    parameters, _ = dock.build_parameters()
+    assert parameters["EXTENT"].endswith(f"[EPSG:{gen.UTM31N}]")
+    xmin, xmax, ymin, ymax = (float(v) for v in parameters["EXTENT"].split(" ")[0].split(","))
+    assert (xmin, xmax, ymin, ymax) == pytest.approx((GT[0] + 105, GT[0] + 418, GT[3] - 311, GT[3] - 57), abs=1e-3)
+
+    # through the algorithm's parameter translation into the core, with a pixelwise model: the window
+    # is georeferenced on the optical grid and holds exactly the whole-scene run's pixels there
+    alg = contract_algorithm()
+    context = QgsProcessingContext()
+    outputs = {}
+    for name, extra in (("whole", {"EXTENT": None}), ("aoi", {})):
+        options = alg.restore_options({**parameters, **extra, "OUTPUT": str(tmp_path / f"{name}.tif"),
+                                       "MASK_OUTPUT": None, "UNCERTAINTY_OUTPUT": None}, context)
+        options.pop("model", None)
+        outputs[name] = restore_scene_with_model(SarEcho(), Card(), RestoreOptions(**options)).output
+    ds = gdal.Open(str(outputs["aoi"]))
+    assert (ds.RasterXSize, ds.RasterYSize) == (32, 27)
+    assert ds.GetGeoTransform() == pytest.approx((SNAPPED[0], 10, 0, SNAPPED[3], 0, -10))
+    ds = None
+    np.testing.assert_array_equal(gen.read(outputs["aoi"]), gen.read(outputs["whole"])[:, 5:32, 10:42])
+
+
+def contract_algorithm() -> Any:
+    from mmcanet_qgis.dock import contract
+
+    alg = contract.find_algorithm()
+    assert alg is not None
+    return alg.create()
+
+
+def test_dock_restores_the_selected_polygons(make_dock: Callable[[], Any], pair: Any, fields: Any,
+                                             tiny_model: Path, tmp_path: Path) -> None:
+    _select(fields, {"A", "B"})
+    dock = make_dock()
+    dock.form.model_widget.setFilePath(str(tiny_model))
+    dock.form.device_combo.setCurrentText("cpu")
+    dock.form.output_widget.setFilePath(str(tmp_path / "fields.tif"))
+    dock.form.area_combo.setCurrentIndex(dock.form.area_combo.findData("selected_polygons"))
+    assert dock.form.polygon_layer() is fields  # picked: the polygon layer with a selection
+    assert dock.run() is not None
+    wait_until(lambda: not dock.is_running())
+    added = [layer for layer in QgsProject.instance().mapLayers().values() if "clouds removed" in layer.name()]
+    assert len(added) == 1 and "selected polygons" in added[0].name(), dock.status_label.text()
+    got = added[0].extent()
+    assert (got.xMinimum(), got.yMinimum(), got.xMaximum(), got.yMaximum()) == pytest.approx(SNAPPED)
