@@ -5,6 +5,15 @@
    (b) no declared nodata and ``INIT_DEST=NaN`` (what ``alignment.align_to`` does for NaN-only SAR).
 2. Output: writing a 13-band uint16 scene block row by block row as DEFLATE (ZLEVEL=1, predictor 2,
    NUM_THREADS=ALL_CPUS) GeoTIFF, pixel-interleaved (GDAL's default) versus band-interleaved.
+3. ``--readers``: the training / evaluation readers (``mmcanet.sample_io``, rasterio since #12) against
+   the osgeo.gdal reader they replaced (kept below as the reference), on every real sample file in
+   ``../shared/data`` (S2, S1, BigEarthNet's 20 / 60 m bands resampled to 10 m); checks the pixels are
+   identical, then times both, alternating (no scene needed):
+
+  .venv/bin/python bench/bench_io.py --readers --repeat 5 [--before-core /path/to/old/checkout/core]
+
+   With ``--before-core``, whole samples are timed too (the real triplet, pair and BigEarthNet folders
+   through ``mmcanet.datasets``, detector masks included), each core tree in its own subprocess, alternating.
 
 The scenes are the ones ``bench/bench_engine.py`` builds (mosaics of real SEN12MS-CR patches in
 ``--cache``; run that first, or pass ``--build``). Each variant runs ``--repeat`` times, alternating,
@@ -22,6 +31,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 from osgeo import gdal
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -62,13 +72,109 @@ def _write_seconds(src: gdal.Dataset, path: Path, interleave: str, rows: int = 2
     return elapsed, size
 
 
+def _gdal_read_bands(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
+    """The osgeo.gdal sample reader before #12 (band by band, bilinear buffer resampling), for reference."""
+    ds = gdal.Open(str(path))
+    out = []
+    for i in range(ds.RasterCount):
+        band = ds.GetRasterBand(i + 1)
+        a = band.ReadAsArray() if size is None else band.ReadAsArray(
+            buf_xsize=size[1], buf_ysize=size[0], resample_alg=gdal.GRIORA_Bilinear)
+        a = a.astype(np.float32)
+        bad = ~np.isfinite(a)
+        nd = band.GetNoDataValue()
+        if nd is not None and np.isfinite(nd):
+            bad |= a == np.float32(nd)
+        a[bad] = np.nan
+        out.append(a)
+    return np.stack(out)
+
+
+def _reader_jobs(data: Path) -> list[tuple[Path, tuple[int, int] | None]]:
+    jobs: list[tuple[Path, tuple[int, int] | None]] = [(p, None) for p in sorted(data.glob("*/*.tif"))]
+    for b02 in sorted(data.glob("bigearthnet-s1s2/**/*_B02.tif")):
+        ref = gdal.Open(str(b02))
+        size = (ref.RasterYSize, ref.RasterXSize)
+        jobs += [(p, size) for p in sorted(b02.parent.glob("*.tif"))]
+    return jobs
+
+
+_SAMPLES_SCRIPT = """
+import sys, time
+from mmcanet.datasets import BigEarthNetPairs, ClearS1S2Pairs, TripletFolder
+data = sys.argv[1]
+readers = [TripletFolder(data + "/sen12mscr-triplets"), ClearS1S2Pairs(data + "/s1s2-pairs"),
+           BigEarthNetPairs(data + "/bigearthnet-s1s2")]
+n = sum(len(r) for r in readers)
+t0 = time.perf_counter()
+for r in readers:
+    for i in range(len(r)):
+        r[i]
+print(time.perf_counter() - t0, n)
+"""
+
+
+def _samples_seconds(core: Path, data: Path) -> tuple[float, int]:
+    import subprocess
+
+    env = {**os.environ, "PYTHONPATH": str(core)}
+    out = subprocess.run([sys.executable, "-c", _SAMPLES_SCRIPT, str(data)], env=env, capture_output=True,
+                         text=True, check=True).stdout.split()
+    return float(out[0]), int(out[1])
+
+
+def bench_readers(data: Path, repeat: int, before_core: Path | None = None) -> None:
+    """Section 3: the sample readers, rasterio (mmcanet.sample_io) vs the previous osgeo.gdal code."""
+    from mmcanet.sample_io import _read_bands
+
+    jobs = _reader_jobs(data)
+    if not jobs:
+        sys.exit(f"bench_io --readers: no rasters under {data}")
+    for path, size in jobs:  # same pixels first (NaN where invalid in both)
+        np.testing.assert_array_equal(_read_bands(path, size)[0], _gdal_read_bands(path, size), err_msg=str(path))
+    times: dict[str, list[float]] = {"osgeo.gdal (before)": [], "rasterio (mmcanet.sample_io)": []}
+    for _ in range(repeat):
+        for name, fn in (("osgeo.gdal (before)", _gdal_read_bands), ("rasterio (mmcanet.sample_io)", _read_bands)):
+            t0 = time.perf_counter()
+            for path, size in jobs:
+                fn(path, size)
+            times[name].append(time.perf_counter() - t0)
+    before, after = min(times["osgeo.gdal (before)"]), min(times["rasterio (mmcanet.sample_io)"])
+    print(f"machine: {os.uname().nodename}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}; "
+          f"GDAL {gdal.__version__}; {len(jobs)} real sample files from {data}; best of {repeat}; pixels identical\n")
+    print("| sample reader | s |\n|---|---|")
+    for k, v in times.items():
+        print(f"| {k} | {min(v):.3f} |")
+    print(f"\nrasterio / gdal time ratio: {after / before:.2f}")
+    if before_core is None:
+        return
+    here = Path(__file__).resolve().parents[1] / "core"
+    samples: dict[str, list[float]] = {f"before ({before_core})": [], f"after ({here})": []}
+    n = 0
+    for _ in range(repeat):
+        for name, core in zip(samples, (before_core, here), strict=True):
+            t, n = _samples_seconds(core, data)
+            samples[name].append(t)
+    print(f"\n| whole samples ({n}: triplets, s1s2 pairs, BigEarthNet) | s |\n|---|---|")
+    for k, v in samples.items():
+        print(f"| {k} | {min(v):.3f} |")
+    b, a = (min(v) for v in samples.values())
+    print(f"\nafter / before time ratio: {a / b:.2f}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", type=int, default=8192, help="scene edge (px) of bench_engine's cached scenes")
     p.add_argument("--cache", default="/tmp/mmcanet-bench")
     p.add_argument("--repeat", type=int, default=2)
     p.add_argument("--build", action="store_true", help="build the scenes first (as bench_engine.py does)")
+    p.add_argument("--readers", action="store_true", help="only section 3: the sample readers on real data")
+    p.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    p.add_argument("--before-core", type=Path, help="with --readers: a core/ folder of the code before, for whole samples")
     args = p.parse_args()
+    if args.readers:
+        bench_readers(Path(args.data), args.repeat, args.before_core)
+        return
     cache = Path(args.cache)
     if args.build:
         from bench_engine import build_scene

@@ -20,6 +20,7 @@ from .bands import B10_FILL_DN, B10_INDEX, S2_BANDS_L1C, S2_BANDS_L2A, normalise
 from .clouds.detect import detect_clouds
 from .errors import InputError
 from .normalization import Normalization
+from .rasterio_support import import_rasterio, open_rasterio
 from .sar_units import check_sar_dtype, sar_as_db
 
 Sample = dict[str, Any]
@@ -38,35 +39,16 @@ def _natural_key(s: str) -> list[Any]:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
 
 
-def _open(path: Path) -> Any:
-    from osgeo import gdal
-
-    if not path.is_file():
-        raise InputError(f"{path}: file not found")
-    gdal.PushErrorHandler("CPLQuietErrorHandler")
-    try:
-        ds = gdal.Open(str(path))
-    finally:
-        gdal.PopErrorHandler()
-    if ds is None:
-        raise InputError(f"{path}: not a readable raster (GDAL could not open it)")
-    return ds
-
-
 def raster_info(path: str | Path) -> _RasterInfo:
-    """Header of a raster (band count, size, band descriptions) without reading pixels.
+    """Header of a raster (band count, size, band descriptions, pixel type) without reading pixels.
 
     Raises:
         InputError: when the file is missing or unreadable.
     """
     p = Path(path)
-    ds = _open(p)
-    from osgeo import gdal_array
-
-    desc = tuple(ds.GetRasterBand(i + 1).GetDescription() or "" for i in range(ds.RasterCount))
-    dtype = np.dtype(gdal_array.GDALTypeCodeToNumericTypeCode(ds.GetRasterBand(1).DataType)) if ds.RasterCount \
-        else np.dtype(np.float32)
-    return _RasterInfo(p, ds.RasterCount, ds.RasterYSize, ds.RasterXSize, desc, dtype)
+    with open_rasterio(p) as src:
+        return _RasterInfo(p, src.count, src.height, src.width, tuple(d or "" for d in src.descriptions),
+                           np.dtype(src.dtypes[0]))
 
 
 def _s2_band_order(info: _RasterInfo) -> list[int] | None:
@@ -115,34 +97,25 @@ def check_raster(path: str | Path, kind: str) -> _RasterInfo:
 
 
 def _read_bands(path: Path, size: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """All bands as float32 ``(bands, H, W)`` with nodata / non-finite set to NaN, plus the invalid mask."""
-    from osgeo import gdal
+    """All bands as float32 ``(bands, H, W)`` with nodata / non-finite set to NaN, plus the invalid mask.
 
-    ds = _open(path)
-    out = []
-    invalid = None
-    for i in range(ds.RasterCount):
-        band = ds.GetRasterBand(i + 1)
-        if size is None:
-            a = band.ReadAsArray()
-        else:
-            a = band.ReadAsArray(
-                buf_xsize=size[1], buf_ysize=size[0], resample_alg=gdal.GRIORA_Bilinear
-            )
-        if a is None:
-            raise InputError(f"{path}: could not read band {i + 1}")
-        a = a.astype(np.float32)
-        bad = ~np.isfinite(a)
-        nd = band.GetNoDataValue()
+    ``size`` = ``(H, W)`` resamples bilinearly while reading (BigEarthNet's 20 m / 60 m bands onto 10 m).
+    """
+    rasterio = import_rasterio()
+    with open_rasterio(path) as src:
+        shape = None if size is None else (src.count, size[0], size[1])
+        try:
+            # GDAL converts to float32 while reading (exact for every integer type the readers meet)
+            arr = src.read(out_shape=shape, out_dtype=np.float32, resampling=rasterio.enums.Resampling.bilinear)
+        except rasterio.errors.RasterioIOError as exc:
+            raise InputError(f"{path}: could not read its pixels ({exc})") from None
+        nodata = src.nodatavals
+    bad = ~np.isfinite(arr)
+    for i, nd in enumerate(nodata):
         if nd is not None and np.isfinite(nd):
-            bad |= a == np.float32(nd)
-        a[bad] = np.nan
-        invalid = bad if invalid is None else invalid | bad
-        out.append(a)
-    ds = None
-    arr = np.stack(out)
-    assert invalid is not None
-    return arr, invalid
+            bad[i] |= arr[i] == np.float32(nd)
+    arr[bad] = np.nan
+    return arr, bad.any(axis=0)
 
 
 def read_s2_dn(path: str | Path) -> tuple[np.ndarray, np.ndarray]:

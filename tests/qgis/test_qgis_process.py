@@ -145,3 +145,23 @@ def test_qgis_process_refuses_a_malformed_model_and_an_output_over_an_input(
     text_out = res.stdout + res.stderr
     assert res.returncode != 0 and "choose another output name" in text_out, text_out
     assert scene["s2"].read_bytes() == before
+
+
+def test_evaluation_reads_through_rasterio_on_qgis_gdal_inside_qgis_process(
+    qgis_process: Callable[..., Any], env: Callable[..., dict[str, str]], tiny_model: Path, tmp_path: Path,
+) -> None:
+    """The sample readers use rasterio; inside qgis_process QGIS's libgdal is loaded first, and
+    mmcanet.rasterio_support refuses a rasterio on another GDAL, so this run proves one GDAL there."""
+    import rasters
+
+    data = tmp_path / "data"
+    data.mkdir()
+    rasters.write_s1(data / "t_s1.tif", 32, 32)
+    rasters.write_s2(data / "t_s2_cloudy.tif", 32, 32)
+    rasters.write_s2(data / "t_s2_cloudfree.tif", 32, 32, array=rasters.s2_array(32, 32, cloud=False))
+    environment = env()
+    enable(qgis_process, environment)
+    res = qgis_process(["run", "mmcanet:evaluate_model", "--json", "--", f"MODEL={tiny_model}", f"DATA={data}",
+                        "DEVICE=1", f"OUTPUT_FOLDER={tmp_path / 'eval'}"], environment)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert Path(json.loads(res.stdout)["results"]["METRICS"]).is_file()

@@ -274,14 +274,14 @@ def fit_cloud_brightness(paths: Iterable[str | Path], *, min_pixels: int = 500) 
     Raises:
         InputError: if a file cannot be read, has not 13 bands, or no image has enough cloud.
     """
-    from osgeo import gdal
+    from ..rasterio_support import open_rasterio
 
     medians = []
     for p in paths:
-        ds = gdal.Open(str(p))
-        if ds is None or ds.RasterCount != 13:
-            raise InputError(f"{p}: not a readable 13-band Sentinel-2 L1C raster")
-        s2 = ds.ReadAsArray().astype(np.float32) / S2_DN_SCALE
+        with open_rasterio(p) as src:
+            if src.count != 13:
+                raise InputError(f"{p}: not a readable 13-band Sentinel-2 L1C raster (it has {src.count} bands)")
+            s2 = src.read().astype(np.float32) / S2_DN_SCALE
         m = detect_clouds(s2, dilation=0)
         sel = (m.score >= 0.99) & (s2[1:4].mean(axis=0) >= 0.3)
         if int(sel.sum()) >= min_pixels:
