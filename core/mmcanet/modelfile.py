@@ -49,7 +49,10 @@ class ModelCard:
             ``error_scale`` (the head's raw prediction times this is the predicted absolute error),
             ``kept_error`` (predicted absolute error, reflectance, of pixels kept from the input: their
             clear-sky difference), ``kept_error_bands`` (the same per band), ``calibrated_on``,
-            ``reliability`` (the fitted table) and ``spearman``. Empty: uncalibrated (scale 1).
+            ``reliability`` (the fitted table) and ``spearman``; with ``predictor`` (written by
+            scripts/fit_trust.py) the error is predicted by a log-linear model on per-pixel features whose
+            coefficients are this table's numbers (:class:`mmcanet.models.error_features.FeatureErrorModel`),
+            no head needed. Empty: no trust layer unless the config has an error head (scale 1).
         version: software version that wrote the file.
         format: file format identifier.
     """
@@ -99,8 +102,8 @@ class ModelCard:
 
     @property
     def has_error_head(self) -> bool:
-        """Whether the weights include the error head, i.e. the model can write the trust layer."""
-        return bool(self.config.get("error_head", False))
+        """Whether the model can write the trust layer: a fitted predictor in ``trust`` or an error head in the weights."""
+        return bool(self.config.get("error_head", False)) or bool(self.trust.get("predictor"))
 
     def summary(self) -> str:
         """One line for users: name, architecture, strategy, size, held-out PSNR if measured."""
@@ -131,12 +134,37 @@ def _check_card_fields(d: dict[str, Any]) -> None:
         value = d.get("trust", {}).get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1e3):
             raise ValueError(f"trust.{key} must be a number >= 0, got {value!r}")
+    predictor = d.get("trust", {}).get("predictor")
+    if predictor is not None:
+        _check_predictor(predictor)
     tile = d.get("tile_size", 256)
     if tile < 16:
         raise ValueError(f"tile_size must be >= 16 px, got {tile}")
     overlap = d.get("overlap", 32)
     if not 0 <= overlap <= tile // 2:
         raise ValueError(f"overlap must be between 0 and half the tile size ({tile // 2} px), got {overlap}")
+
+
+_PREDICTOR_LISTS = ("features", "coef", "mean", "std")
+
+
+def _check_predictor(table: Any) -> None:
+    """The card's ``trust.predictor`` (plain numbers, see models/error_features.py), checked without torch."""
+    if not isinstance(table, dict):
+        raise ValueError(f"trust.predictor must be a table, got {table!r}")
+    missing = [k for k in (*_PREDICTOR_LISTS, "intercept") if k not in table]
+    if missing:
+        raise ValueError(f"trust.predictor lacks {', '.join(missing)}")
+    lists = {k: table[k] for k in _PREDICTOR_LISTS}
+    if not all(isinstance(v, list) and v for v in lists.values()) or len({len(v) for v in lists.values()}) != 1:
+        raise ValueError("trust.predictor: features, coef, mean and std must be non-empty lists of one length")
+    if not all(isinstance(n, str) for n in table["features"]):
+        raise ValueError(f"trust.predictor.features must be feature names, got {table['features']!r}")
+    numbers = [*table["coef"], *table["mean"], *table["std"], table["intercept"]]
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) < 1e6 for v in numbers):
+        raise ValueError("trust.predictor: coef, intercept, mean and std must be finite numbers")
+    if any(v <= 0 for v in table["std"]):
+        raise ValueError("trust.predictor.std must be > 0")
 
 
 def default_model_path() -> Path:
@@ -259,4 +287,15 @@ def load_model(path: str | os.PathLike[str] | None = None, device: str | torch.d
             f"{p}: weights do not match the architecture in its card "
             f"(missing {len(missing)} tensors e.g. {missing[:2]}, unexpected {len(unexpected)} e.g. {unexpected[:2]})"
         )
+    predictor = card.trust.get("predictor")
+    if predictor:
+        if not hasattr(model, "error_predictor"):
+            raise ModelFileError(f"{p}: the card has a trust predictor but architecture {card.arch!r} cannot use one")
+        from .models.error_features import FeatureErrorModel
+
+        try:
+            model.error_predictor = FeatureErrorModel.from_card(predictor)
+        except ValueError as exc:  # e.g. a feature name this version does not know
+            raise ModelFileError(f"{p}: {exc}; use a model file written for this version, or refit its trust layer "
+                                 "with scripts/fit_trust.py") from None
     return model.to(device).eval(), card

@@ -163,19 +163,19 @@ def trust_settings(card: Any) -> tuple[float, float]:
 
 
 def require_error_head(card: Any, source: str) -> None:
-    """Refuse a model without an error head, saying which model and how to give it one.
+    """Refuse a model without a trust layer, saying which model and how to give it one.
 
     Raises:
-        ModelFileError: when ``card.config`` has no ``error_head``.
+        ModelFileError: when the card has neither a fitted ``trust.predictor`` nor ``config.error_head``.
     """
     config = getattr(card, "config", {}) or {}
-    if not config.get("error_head", False):
+    trust = getattr(card, "trust", {}) or {}
+    if not config.get("error_head", False) and not trust.get("predictor"):
         raise ModelFileError(
-            f"model '{getattr(card, 'name', '?')}' ({source}) has no error head, so it cannot write the predicted-error "
-            "(uncertainty) output. Use a model file trained with one, or add a head to this model: set "
-            "init to this file in configs/error_head.toml, run `mmcanet train --config configs/error_head.toml`, then "
-            "`python scripts/calibrate_error.py NEW_MODEL configs/error_head.toml` (docs/TRUST.md); "
-            "or restore without the uncertainty output"
+            f"model '{getattr(card, 'name', '?')}' ({source}) has no trust layer (no fitted error predictor, no error "
+            "head), so it cannot write the predicted-error (uncertainty) output. Use a model file that has one, or "
+            "fit one for this model: `python scripts/fit_trust.py THIS_MODEL configs/bundled.toml --output NEW_MODEL` "
+            "(docs/TRUST.md); or restore without the uncertainty output"
         )
 
 
@@ -337,3 +337,69 @@ def calibrate_model(
     out = output or model_path
     save_model(out, model, card)
     return cal, str(out)
+
+
+def fit_log_linear(
+    features: Sequence[np.ndarray], errors: Sequence[np.ndarray], ridge: float = 1e-3, iterations: int = 50,
+) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
+    """Fit ``log b = intercept + coef . standardised features`` by the Laplace negative log-likelihood.
+
+    Minimises the mean over images (each image weighs the same, whatever its pixel count) of the mean
+    over its pixels of ``log b + |e| / b``; its minimiser in ``b`` is the expected absolute error, and
+    it is convex in the coefficients, so Newton's method finds the one optimum (a small ridge on the
+    coefficients, not the intercept, keeps correlated features stable).
+
+    Args:
+        features: per image, ``(F, n_i)`` feature values of its pixels.
+        errors: per image, ``(n_i,)`` actual absolute errors (> 0 is not required; zeros are fine).
+        ridge: L2 penalty on the standardised coefficients.
+        iterations: Newton steps at most.
+
+    Returns:
+        ``(coef (F,), intercept, mean (F,), std (F,))`` with the standardisation used.
+
+    Raises:
+        ValueError: no pixel, or features and errors of different lengths.
+    """
+    if not features or sum(f.shape[1] for f in features) == 0:
+        raise ValueError("fit_log_linear: no pixels")
+    for f, e in zip(features, errors, strict=True):
+        if f.shape[1] != len(e):
+            raise ValueError(f"fit_log_linear: {f.shape[1]} feature columns but {len(e)} errors")
+    x_all = np.concatenate([np.asarray(f, np.float64) for f in features], axis=1)
+    mean = x_all.mean(axis=1)
+    std = x_all.std(axis=1)
+    std[std < 1e-6] = 1.0
+    x = np.vstack([(x_all - mean[:, None]) / std[:, None], np.ones(x_all.shape[1])])
+    a = np.concatenate([np.abs(np.asarray(e, np.float64)) for e in errors])
+    w = np.concatenate([np.full(len(e), 1.0 / (len(e) * len(errors))) for e in errors])
+    theta = np.zeros(x.shape[0])
+    theta[-1] = math.log(max(float((w * a).sum()), 1e-8))
+    pen = np.full(x.shape[0], ridge)
+    pen[-1] = 0.0
+
+    def loss(t: np.ndarray) -> float:
+        eta = t @ x
+        return float((w * (eta + a * np.exp(-eta))).sum() + 0.5 * (pen * t * t).sum())
+
+    current = loss(theta)
+    for _ in range(iterations):
+        eta = theta @ x
+        r = a * np.exp(-eta)
+        grad = x @ (w * (1.0 - r)) + pen * theta
+        hess = (x * (w * r)) @ x.T + np.diag(pen) + 1e-9 * np.eye(len(theta))
+        step = np.linalg.solve(hess, grad)
+        t = 1.0
+        while t > 1e-4:
+            cand = theta - t * step
+            new = loss(cand)
+            if new <= current:
+                break
+            t *= 0.5
+        else:
+            break
+        theta, done = cand, current - new < 1e-10
+        current = new
+        if done:
+            break
+    return theta[:-1], float(theta[-1]), mean, std

@@ -13,15 +13,18 @@ from mmcanet import modelfile, models
 from mmcanet.cli import main
 from mmcanet.errors import ModelFileError
 from mmcanet.inference import RestoreOptions, restore_scene, restore_scene_with_model
+from mmcanet.models.error_features import FEATURE_NAMES, FeatureErrorModel, error_features
 from mmcanet.normalization import Normalization
 from mmcanet.trust import (
     calibrate_samples,
     fit_error_scale,
+    fit_log_linear,
     ranks,
     reliability_holds,
     reliability_table,
     spearman,
 )
+from mmcanet.trust_fit import ImageCues, fit_cues
 from osgeo import gdal
 from toy_models import Card, KnownError
 
@@ -137,7 +140,7 @@ def test_uncertainty_needs_an_error_head_and_writes_nothing_without(tmp_path: Pa
     before = sorted(p.name for p in tmp_path.iterdir())
     opts = RestoreOptions(sar=s1, optical=s2, output=tmp_path / "o.tif", model=old, device="cpu",
                           uncertainty_output=tmp_path / "u.tif")
-    with pytest.raises(ModelFileError, match=r"old-model.*old\.safetensors.*no error head.*configs/error_head\.toml"):
+    with pytest.raises(ModelFileError, match=r"old-model.*old\.safetensors.*no trust layer.*scripts/fit_trust\.py"):
         restore_scene(opts)
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     # without the uncertainty output the same model restores as before
@@ -161,3 +164,134 @@ def test_cli_uncertainty_and_the_deprecated_confidence_name(tmp_path: Path, capl
         assert main([*common, "--output", str(tmp_path / "b.tif"), "--confidence-output", str(tmp_path / "c2.tif")]) == 0
     assert "deprecated" in caplog.text and "--change-output" in caplog.text
     np.testing.assert_array_equal(rasters.read(tmp_path / "c2.tif"), rasters.read(tmp_path / "c.tif"))
+
+
+# ---- the fitted feature predictor (models/error_features.py, trust_fit.py) ----------------------------
+
+
+def test_fit_log_linear_recovers_a_known_laplace_scale() -> None:
+    """Errors drawn from Laplace(0, b) with log b = -4 + 0.8 x1 - 0.3 x2: the fit finds those numbers."""
+    rng = np.random.default_rng(3)
+    feats, errs = [], []
+    for _ in range(4):
+        x = rng.normal(0.0, 1.0, (3, 20_000))  # x3 is noise: its coefficient must come out ~0
+        b = np.exp(-4.0 + 0.8 * x[0] - 0.3 * x[1])
+        feats.append(x)
+        errs.append(np.abs(rng.laplace(0.0, b)))
+    coef, intercept, mean, std = fit_log_linear(feats, errs, ridge=0.0)
+    raw = coef / std  # back to the unstandardised features
+    assert raw == pytest.approx([0.8, -0.3, 0.0], abs=0.03)
+    assert intercept - float(raw @ mean) == pytest.approx(-4.0, abs=0.03)
+    with pytest.raises(ValueError, match="no pixels"):
+        fit_log_linear([], [])
+
+
+def test_error_features_measure_cloud_depth_brightness_and_missing_sar() -> None:
+    h = w = 64
+    cloud = torch.zeros(1, 1, h, w)
+    cloud[..., 8:56, 8:56] = 1.0  # a 48 px cloud
+    cloudy = torch.full((1, 13, h, w), 0.1)
+    restored = torch.full((1, 13, h, w), 0.2)
+    s1 = torch.zeros(1, 2, h, w)
+    f = error_features(cloudy, restored, cloud, s1, ["cloud_7", "cloud_31", "cloud_tile", "log_bright", "log_change", "no_sar"])
+    c7, c31, tile, bright, change, no_sar = (f[0, i] for i in range(6))
+    assert c7[32, 32] == pytest.approx(1.0) and c7[0, 0] == pytest.approx(0.0)  # deep inside / far outside
+    assert c7[32, 8] == pytest.approx(4 / 7)  # on the cloud's first column: 4 of the 7 columns are cloud
+    assert c31[32, 32] > c31[32, 12] > c31[32, 4] > 0  # depth inside the cloud, nearness outside
+    assert float(tile[0, 0]) == pytest.approx(48 * 48 / (64 * 64))
+    assert float(bright[5, 5]) == pytest.approx(np.log(0.2 + 1e-3), rel=1e-5)
+    assert float(change[5, 5]) == pytest.approx(np.log(0.1 + 1e-3), rel=1e-4)
+    assert (no_sar == 1).all()
+    assert (error_features(cloudy, restored, cloud, s1 + 0.5, ["no_sar"]) == 0).all()
+    # the cumulative-sum box equals average pooling (count_include_pad=False) at the borders too
+    x = torch.rand(1, 1, 30, 23, dtype=torch.float64)
+    ref = torch.nn.functional.avg_pool2d(x, 7, stride=1, padding=3, count_include_pad=False)
+    got = error_features(x.repeat(1, 13, 1, 1), x.repeat(1, 13, 1, 1), x, torch.zeros(1, 2, 30, 23), ["cloud_7"])
+    torch.testing.assert_close(got[0, 0], ref[0, 0].float())
+    with pytest.raises(ValueError, match="unknown trust feature"):
+        error_features(cloudy, restored, cloud, s1, ["nope"])
+
+
+def _synthetic_cues(seed: int, names: list[str]) -> tuple[ImageCues, np.ndarray]:
+    """A scene whose actual error grows with depth inside the cloud and with the surface's brightness."""
+    rng = np.random.default_rng(seed)
+    h = w = 96
+    yy, xx = np.mgrid[:h, :w]
+    r = rng.uniform(20, 40)
+    cloud = (((yy - rng.uniform(30, 66)) ** 2 + (xx - rng.uniform(30, 66)) ** 2) < r * r).astype(np.float32)
+    surface = np.kron(rng.uniform(0.05, 0.4, (h // 12, w // 12)), np.ones((12, 12))).astype(np.float32)  # fields
+    cloudy = np.repeat(surface[None], 13, 0)
+    cloudy[:, cloud > 0] = 0.6
+    restored = np.repeat(surface[None], 13, 0)
+    t = lambda a: torch.from_numpy(np.ascontiguousarray(a))[None]  # noqa: E731
+    f = error_features(t(cloudy), t(restored), t(cloud[None]), torch.zeros(1, 2, h, w), names)[0].numpy()
+    depth = f[names.index("cloud_31")]
+    b = 0.02 * np.exp(2.0 * depth) * surface  # expected absolute error: deeper in cloud and brighter = worse
+    actual = np.abs(rng.laplace(0.0, b)).ravel()
+    cues = ImageCues(f"img{seed}", f.reshape(len(names), -1), actual, np.full(13, 0.01 * (cloud == 0).sum()),
+                     int((cloud == 0).sum()))
+    return cues, b.ravel()
+
+
+def test_fitted_predictor_ranks_a_synthetic_scene_and_is_calibrated() -> None:
+    names = ["cloud", "cloud_31", "log_bright", "log_change"]
+    train = [_synthetic_cues(i, names)[0] for i in range(6)]
+    val, truth = zip(*(_synthetic_cues(100 + i, names) for i in range(3)), strict=True)
+    fit = fit_cues(train, list(val), names, fit_pixels=3000, folds=3)
+    # the best any predictor can do is the true expected error: single Laplace draws cap the rank correlation
+    oracle = [spearman(b, c.actual) for c, b in zip(val, truth, strict=True)]
+    assert min(oracle) > 0.25
+    for c, best in zip(val, oracle, strict=True):
+        assert fit.spearman[c.id] > best - 0.05
+    assert fit.median_cv_spearman > min(oracle) - 0.1
+    assert reliability_holds(fit.table)
+    assert fit.kept_error == pytest.approx(0.01)
+    entry = fit.card_entry("synthetic")
+    assert entry["predictor"]["features"] == names and entry["reliability_holds"] is True
+    # the stored numbers predict what the fit measured: the engine's path equals the fit's
+    model = FeatureErrorModel.from_card(entry["predictor"])
+    c = val[0]
+    got = model
+    feats = torch.from_numpy(c.features.reshape(len(names), 96, 96))[None]
+    logb = (((feats - got.mean) / got.std) * got.coef).sum(1) + got.intercept
+    assert spearman(np.exp(logb.numpy().ravel()), c.actual) == pytest.approx(fit.spearman[c.id], abs=1e-3)  # card numbers are rounded
+
+
+def test_predictor_card_round_trips_loads_and_drives_the_uncertainty_output(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    names = list(FEATURE_NAMES)
+    predictor = FeatureErrorModel(names, [0.1] * len(names), -4.0, [0.0] * len(names), [1.0] * len(names)).to_card()
+    assert FeatureErrorModel.from_card(predictor).to_card() == predictor
+    card = modelfile.ModelCard(name="fitted", config=TINY, tile_size=32, overlap=8,
+                               trust={"predictor": predictor, "error_scale": 1.5, "kept_error": 0.02})
+    net = models.build_model("mmcanet", "single", **TINY)
+    path = modelfile.save_model(tmp_path / "fitted.safetensors", net, card)
+    back = modelfile.read_card(path)
+    assert back.trust["predictor"] == predictor and back.has_error_head
+    model, _ = modelfile.load_model(path)
+    assert model.error_predictor is not None and model.error_head is None
+    assert set(model.state_dict()) == set(net.state_dict())  # the predictor adds no weights
+    s2, s1 = torch.rand(1, 13, 32, 32), torch.rand(1, 2, 32, 32)
+    mask = torch.zeros(1, 1, 32, 32)
+    with torch.inference_mode():
+        restored, err = model.forward_with_error(s2, s1, mask)
+        torch.testing.assert_close(restored, model(s2, s1, mask))  # judging never changes the restoration
+        expected = model.error_predictor(s2, restored, mask, s1)
+    torch.testing.assert_close(err, expected)
+    # through the engine: the written layer is error_scale x the predictor's error, in reflectance
+    s1p, s2p, maskp, _ = _scene(tmp_path)
+    res = restore_scene(RestoreOptions(sar=s1p, optical=s2p, output=tmp_path / "o.tif", cloud_mask=maskp, model=path,
+                                       device="cpu", feather=0, uncertainty_output=tmp_path / "u.tif"))
+    err_map = rasters.read(res.uncertainty_output)[0]
+    assert (err_map[:4] == -1).all() and (err_map[4:] > 0).all() and np.isfinite(err_map).all()
+    assert err_map[4:].std() > 0  # per-pixel, not one number
+    # a card whose predictor names a feature this version does not know: refused on load, with the file named
+    bad = {**predictor, "features": ["no_such_feature", *names[1:]]}
+    card.trust = {"predictor": bad}
+    badpath = modelfile.save_model(tmp_path / "bad.safetensors", net, card)
+    with pytest.raises(ModelFileError, match=r"bad\.safetensors.*unknown feature.*fit_trust\.py"):
+        modelfile.load_model(badpath)
+    card.trust = {"predictor": {**predictor, "std": [0.0] * len(names)}}
+    zero = modelfile.save_model(tmp_path / "zero.safetensors", net, card)
+    with pytest.raises(ModelFileError, match=r"std must be > 0"):
+        modelfile.read_card(zero)

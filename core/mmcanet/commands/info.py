@@ -56,12 +56,16 @@ def run(args: argparse.Namespace) -> int:
     if d.get("metrics"):
         lines.append(f"metrics    : {json.dumps(d['metrics'])}")
     trust = d.get("trust") or {}
-    if d["config"].get("error_head"):
+    if trust.get("predictor"):
+        lines.append(f"trust layer: fitted feature predictor ({len(trust['predictor'].get('features', []))} features, "
+                     f"error_scale {trust.get('error_scale')}, kept_error {trust.get('kept_error')}, median within-image "
+                     f"Spearman {trust.get('median_spearman')}); --uncertainty-output available")
+    elif d["config"].get("error_head"):
         cal = (f"calibrated: error_scale {trust['error_scale']}, kept_error {trust.get('kept_error')}, median "
                f"within-image Spearman {trust.get('median_spearman')}" if "error_scale" in trust
                else "NOT calibrated (scripts/calibrate_error.py)")
         lines.append(f"trust layer: error head ({cal}); --uncertainty-output available")
     else:
-        lines.append("trust layer: none (no error head; docs/TRUST.md says how to add one)")
+        lines.append("trust layer: none (no fitted predictor, no error head; scripts/fit_trust.py adds one, docs/TRUST.md)")
     print("\n".join(lines))
     return 0

@@ -11,6 +11,7 @@ from torch import nn
 
 from ..names import STRATEGIES
 from .blocks import ErrorHead, OpacityNet
+from .error_features import FeatureErrorModel
 from .spectral import project_to_scene_subspace
 
 
@@ -68,6 +69,14 @@ class CloudRemovalNet(nn.Module):
         self.opacity = OpacityNet(bands)
         self.cloud_colour = nn.Parameter(torch.full((1, bands, 1, 1), 0.35))
         self.error_head = ErrorHead(bands) if error_head else None
+        self.error_predictor: FeatureErrorModel | None = None
+        """The fitted feature predictor of the trust layer (set from the model card's ``trust.predictor`` by
+        :func:`mmcanet.modelfile.load_model`); when set, it predicts the error instead of the head."""
+
+    @property
+    def predicts_error(self) -> bool:
+        """Whether :meth:`forward_with_error` can run (a fitted feature predictor or a trained error head)."""
+        return self.error_predictor is not None or self.error_head is not None
 
     # ---- helpers -------------------------------------------------------------------------------
     def _pad(self, t: torch.Tensor, mode: str = "reflect") -> torch.Tensor:
@@ -101,7 +110,8 @@ class CloudRemovalNet(nn.Module):
             dict with ``stages`` (list of (B, bands, H, W), the last is the output) and
             ``opacity_logits`` (B, 1, H, W) of the opacity net; with an error head also ``restored``
             (B, bands, H, W), the detached output :meth:`forward` would return in this mode, and
-            ``log_error`` (B, 1, H, W), the log of its predicted absolute error (mean over bands).
+            ``log_error`` (B, 1, H, W), the log of its predicted absolute error (mean over bands): from the
+            fitted feature predictor when one is set, else from the head.
         """
         h, w = s2.shape[-2:]
         x0 = self._pad(s2)
@@ -144,12 +154,16 @@ class CloudRemovalNet(nn.Module):
                 stages.append(x)
         stages = [t[..., :h, :w] for t in stages]
         result: dict[str, Any] = {"stages": stages, "opacity_logits": logits[..., :h, :w]}
-        if judge and self.error_head is not None:
-            # the head judges the restoration, it never trains or changes it
+        if judge and self.predicts_error:
+            # the head / predictor judges the restoration, it never trains or changes it
             cloud = mask if mask is not None else torch.sigmoid(result["opacity_logits"])  # as forward: same bits
             restored = self._project(stages[-1].detach(), cloud.detach())
-            log_b = self.error_head(x0, self._pad(restored), guide.detach(), sar)
-            result.update(restored=restored, log_error=log_b[..., :h, :w])
+            if self.error_predictor is not None:
+                log_b = self.error_predictor.log_error(s2, restored, cloud.detach(), s1)
+            else:
+                assert self.error_head is not None
+                log_b = self.error_head(x0, self._pad(restored), guide.detach(), sar)[..., :h, :w]
+            result.update(restored=restored, log_error=log_b)
         return result
 
     def _project(self, out: torch.Tensor, cloud: torch.Tensor) -> torch.Tensor:
@@ -186,10 +200,11 @@ class CloudRemovalNet(nn.Module):
             before the model card's calibration scale.
 
         Raises:
-            ValueError: when the network has no error head.
+            ValueError: when the network has neither a fitted feature predictor nor an error head.
         """
-        if self.error_head is None:
-            raise ValueError("this network has no error head (model config error_head = false)")
+        if not self.predicts_error:
+            raise ValueError("this network cannot predict its error: no fitted trust predictor (model card "
+                             "trust.predictor) and no error head (model config error_head = false)")
         res = self.forward_train(s2, s1, mask)
         return res["restored"], torch.exp(res["log_error"])
 
