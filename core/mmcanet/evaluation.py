@@ -445,7 +445,7 @@ def _trust_text(rows: Sequence[dict[str, Any]], mean: dict[str, float], table: S
 
     lines = [
         "", "## Trust layer (predicted absolute error)", "",
-        f"- predicted = the error head's output x the card's error_scale ({error_scale:.4f}), reflectance, mean over "
+        f"- predicted = the model's predicted error (fitted predictor or error head) x the card's error_scale ({error_scale:.4f}), reflectance, mean over "
         "bands; actual = |restored - reference| mean over bands, per pixel (all pixels, as scored above).",
         f"- median within-image Spearman correlation (predicted vs actual): {_fmt(mean['error_spearman_median'], 3)}",
         f"- reliability within +-{RELIABILITY_TOLERANCE:.0%} in every bin: {'yes' if reliability_holds(table) else 'no'}",

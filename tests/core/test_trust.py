@@ -295,3 +295,39 @@ def test_predictor_card_round_trips_loads_and_drives_the_uncertainty_output(tmp_
     zero = modelfile.save_model(tmp_path / "zero.safetensors", net, card)
     with pytest.raises(ModelFileError, match=r"std must be > 0"):
         modelfile.read_card(zero)
+
+
+def test_fit_trust_command_on_real_triplets_writes_a_loadable_trust_layer(tmp_path: Path, shared_data: Path) -> None:
+    """scripts/fit_trust.py end to end on real SEN12MS-CR triplets with a small (untrained) restorer."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("fit_trust", Path(__file__).resolve().parents[2] / "scripts" / "fit_trust.py")
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    torch.manual_seed(0)
+    net = models.build_model("mmcanet", "single", **TINY)
+    src = modelfile.save_model(tmp_path / "m.safetensors", net, modelfile.ModelCard(name="tiny", config=TINY))
+    triplets = shared_data / "sen12mscr-triplets"
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'[[data]]\npath = "{triplets}"\ninclude = ["1302", "4065"]\n'
+        f'[[data]]\npath = "{triplets}"\nkind = "simulated"\ninclude = ["1302"]\n'  # simulated clouds: not fitted on
+        f'[[val]]\npath = "{triplets}"\ninclude = ["4438", "6317"]\n', encoding="utf-8")
+    out = tmp_path / "with_trust.safetensors"
+    assert script.main([str(src), str(config), "--output", str(out), "--quiet"]) == 0
+    card = modelfile.read_card(out)
+    trust = card.trust
+    assert trust["fitted_on"] == ["1302", "4065"] and trust["images"] == ["4438", "6317"]
+    assert trust["predictor"]["features"] == list(FEATURE_NAMES)
+    assert set(trust["spearman"]) == {"4438", "6317"} and all(-1 <= v <= 1 for v in trust["spearman"].values())
+    assert 0 < trust["kept_error"] < 0.5 and trust["gamma"] != 0
+    assert modelfile.read_card(src).trust == {}  # the input file is untouched
+    model, _ = modelfile.load_model(out)
+    assert model.error_predictor is not None
+    for k, v in net.state_dict().items():  # the weights are the same
+        torch.testing.assert_close(model.state_dict()[k], v)
+    # no validation images: refused with the reason, nothing written
+    config.write_text(f'[[data]]\npath = "{triplets}"\ninclude = ["1302"]\n', encoding="utf-8")
+    assert script.main([str(src), str(config), "--output", str(tmp_path / "none.safetensors"), "--quiet"]) == 1
+    assert not (tmp_path / "none.safetensors").exists()
