@@ -127,9 +127,9 @@ def _current_rss_mb() -> float:
 def child(args: argparse.Namespace) -> None:
     """Restore one scene and print one JSON line of measurements."""
     import torch
+    from mmcanet.gdal_calls import limit_gdal_cache
     from mmcanet.inference import RestoreOptions, restore_scene
     from mmcanet.modelfile import ModelCard, build_from_card, default_model_path, load_model
-    from mmcanet.raster_io import limit_gdal_cache
 
     limit_gdal_cache(args.gdal_cache_mb)
     if args.threads:

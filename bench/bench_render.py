@@ -2,7 +2,7 @@
 
 Writes one synthetic 13-band uint16 Sentinel-2-like scene (UTM 31N, 10 m pixels; smooth fields plus
 noise so it compresses like land cover, not like a constant) three times through
-:class:`mmcanet.raster_io.RasterWriter`: without overviews, with internal overviews (the default), and
+:class:`mmcanet.raster_write.RasterWriter`: without overviews, with internal overviews (the default), and
 as a Cloud-Optimised GeoTIFF. For each it reports the write time and the file size, then renders the
 whole extent in real QGIS (offscreen ``QgsMapRendererSequentialJob``, true colour B4/B3/B2 with a fixed
 stretch, a ``--canvas`` px wide map like a zoomed-out canvas). Every render opens the layer afresh, so
@@ -28,7 +28,7 @@ from osgeo import gdal, osr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "core"))
 
-from mmcanet.raster_io import RasterWriter, overview_levels  # noqa: E402
+from mmcanet.raster_write import RasterWriter, overview_levels  # noqa: E402
 
 BANDS = ("B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8A", "B9", "B10", "B11", "B12")
 ORIGIN = (600000.0, 5000000.0)

@@ -18,7 +18,8 @@ import numpy as np
 from osgeo import gdal, osr
 
 from .errors import InputError
-from .raster_io import RasterInfo, gdal_call
+from .gdal_calls import gdal_call
+from .raster_read import RasterInfo
 
 Warn = Callable[[str], None]
 

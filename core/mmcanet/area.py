@@ -15,7 +15,8 @@ from typing import Any
 from osgeo import gdal, osr
 
 from .errors import InputError
-from .raster_io import RasterInfo, gdal_call
+from .gdal_calls import gdal_call
+from .raster_read import RasterInfo
 from .windows import Bounds, Window, window_bounds, window_from_bounds
 
 DENSIFY_POINTS = 21

@@ -39,7 +39,7 @@ DEFAULT_SAR_UNITS = "auto"
 DEFAULT_FEATHER = 2
 DEFAULT_CLEAR_WEIGHT = 0.0
 DEFAULT_PRECISION = "auto"
-DEFAULT_OVERVIEWS = True  # only outputs >= 1024 px on a side get them (mmcanet.raster_io.OVERVIEW_MIN_SIZE)
+DEFAULT_OVERVIEWS = True  # only outputs >= 1024 px on a side get them (mmcanet.raster_write.OVERVIEW_MIN_SIZE)
 DEFAULT_COG = False  # a COG costs one more copy of the output; plain tiled GeoTIFFs with overviews draw as fast
 
 PathLike = str | os.PathLike[str]
@@ -86,7 +86,7 @@ class RestoreOptions:
         precision: the model's arithmetic, one of :data:`PRECISION_CHOICES` (mixed precision through
             ``torch.autocast``; see :func:`mmcanet.devices.resolve_precision`).
         overviews: build internal overviews in every output of at least
-            :data:`~mmcanet.raster_io.OVERVIEW_MIN_SIZE` px on a side, so QGIS draws a zoomed-out view
+            :data:`~mmcanet.raster_write.OVERVIEW_MIN_SIZE` px on a side, so QGIS draws a zoomed-out view
             from a reduced copy instead of reading every pixel (docs/ENGINE.md); False: none.
         cog: write the outputs as Cloud-Optimised GeoTIFFs (GDAL's COG driver) for sharing, e.g. over
             HTTP; same pixels, tags and band names, one more copy at the end of the run.

@@ -19,7 +19,7 @@ import numpy as np
 from osgeo import gdal
 
 from .errors import InputError
-from .raster_io import RasterInfo, read_window
+from .raster_read import RasterInfo, read_window
 from .windows import Window
 
 Units = Literal["db", "linear"]

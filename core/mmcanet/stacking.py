@@ -23,7 +23,7 @@ from osgeo import gdal
 
 from .bands import S2_BANDS_L1C, S2_BANDS_L2A
 from .errors import InputError
-from .raster_io import RasterInfo, open_raster
+from .raster_read import RasterInfo, open_raster
 
 _RASTER_SUFFIXES = (".jp2", ".tif", ".tiff")
 # a band token at the end of the file name, optionally followed by the L2A resolution suffix: ..._B8A_20m.jp2
@@ -179,7 +179,7 @@ def open_input(
         sar: the input is Sentinel-1.
 
     Returns:
-        ``(dataset, info)`` as :func:`mmcanet.raster_io.open_raster` gives them.
+        ``(dataset, info)`` as :func:`mmcanet.raster_read.open_raster` gives them.
     """
     name = resolve_sar(path) if sar else resolve_optical(path)
     given = os.fspath(path)
@@ -224,15 +224,10 @@ def write_stack(
         MMCANetError when writing fails.
     """
     from .errors import CancelledError, MMCANetError
+    from .gdal_calls import gdal_errors
+    from .output_files import check_writable, finish_geotiff, remove_stale_partials, temp_path_for
     from .outputs import check_outputs
-    from .raster_io import (
-        check_writable,
-        finish_geotiff,
-        gdal_errors,
-        geotiff_creation_options,
-        remove_stale_partials,
-        temp_path_for,
-    )
+    from .raster_write import geotiff_creation_options
 
     role = "SAR input" if sar else "optical input"
     out = check_writable(output, "output")

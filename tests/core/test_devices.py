@@ -9,7 +9,7 @@ import pytest
 import torch
 from mmcanet import devices
 from mmcanet.cpus import gdal_threads, rank_cpus
-from mmcanet.raster_io import geotiff_creation_options
+from mmcanet.raster_write import geotiff_creation_options
 
 
 @pytest.mark.parametrize(("rank", "count", "index"), [

@@ -14,14 +14,8 @@ import numpy as np
 import pytest
 import rasters
 from mmcanet.errors import CancelledError
-from mmcanet.raster_io import (
-    OVERVIEW_MIN_SIZE,
-    OVERVIEW_SMALLEST,
-    RasterWriter,
-    cog_source_path_for,
-    overview_levels,
-    remove_stale_partials,
-)
+from mmcanet.output_files import cog_source_path_for, remove_stale_partials
+from mmcanet.raster_write import OVERVIEW_MIN_SIZE, OVERVIEW_SMALLEST, RasterWriter, overview_levels
 from osgeo import gdal, osr
 
 HEIGHT, WIDTH = 1030, OVERVIEW_MIN_SIZE + 76  # just above the rule; odd sizes leave partial edge blocks

@@ -9,7 +9,9 @@ import pytest
 import rasters
 from mmcanet.alignment import align_to, same_grid
 from mmcanet.errors import InputError
-from mmcanet.raster_io import RasterWriter, check_readable, open_raster, read_window, temp_path_for
+from mmcanet.output_files import temp_path_for
+from mmcanet.raster_read import check_readable, open_raster, read_window
+from mmcanet.raster_write import RasterWriter
 from mmcanet.windows import Window
 from osgeo import gdal
 

@@ -30,8 +30,8 @@ from mmcanet.errors import ConfigError, InputError, ModelFileError
 from mmcanet.inference import RestoreOptions, restore_scene, restore_scene_with_model
 from mmcanet.modelfile import ModelCard, load_model, save_model
 from mmcanet.models import build_model, model_config
+from mmcanet.output_files import remove_stale_partials
 from mmcanet.outputs import check_outputs
-from mmcanet.raster_io import remove_stale_partials
 from osgeo import gdal
 from torch import nn
 from toy_models import Card, Constant, Identity
@@ -180,7 +180,7 @@ def test_partial_file_of_a_killed_writer_is_removed_by_the_next_run(tmp_path: Pa
     out = tmp_path / "mask.tif"
     script = textwrap.dedent(f"""
         import sys, time, numpy as np
-        from mmcanet.raster_io import RasterWriter
+        from mmcanet.raster_write import RasterWriter
         w = RasterWriter({str(out)!r}, width=64, height=512, count=1, dtype=np.uint8, geotransform=None,
                          crs_wkt=None, nodata=None, block=64)
         w.write_rows(0, np.ones((1, 128, 64), np.uint8))

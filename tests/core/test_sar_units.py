@@ -11,7 +11,7 @@ import pytest
 import rasters
 from mmcanet.datasets import BigEarthNetPairs, ClearS1S2Pairs, TripletFolder, read_s1_db
 from mmcanet.errors import InputError
-from mmcanet.raster_io import open_raster
+from mmcanet.raster_read import open_raster
 from mmcanet.sar_units import sar_to_db, sar_units, scene_sar_units
 
 H = W = 48

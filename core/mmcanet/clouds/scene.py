@@ -20,8 +20,10 @@ import numpy as np
 
 from ..bands import S2_BANDS_L1C, S2_BANDS_L2A, S2_DN_SCALE, s2_file_bands
 from ..errors import InputError
+from ..output_files import check_writable
 from ..outputs import check_outputs
-from ..raster_io import RasterInfo, RasterWriter, check_writable, read_window
+from ..raster_read import RasterInfo, read_window
+from ..raster_write import RasterWriter
 from ..reporting import IsCanceled, Log, Progress, Reporter
 from ..windows import Window
 
@@ -217,7 +219,7 @@ def simulate_scene(
         InputError: bad input or output (before any work).
         CancelledError: cancelled; nothing is left.
     """
-    from ..raster_io import open_raster
+    from ..raster_read import open_raster
     from .simulate import THICKNESS_MODES, simulate_clouds
 
     if thickness not in THICKNESS_MODES:

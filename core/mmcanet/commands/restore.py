@@ -203,8 +203,8 @@ def run(args: argparse.Namespace) -> int:
     if threading.current_thread() is threading.main_thread():
         # kill / job schedulers send SIGTERM: unwind like Ctrl-C so partial outputs are removed
         signal.signal(signal.SIGTERM, _interrupt)
+    from ..gdal_calls import limit_gdal_cache
     from ..inference import restore_scene
-    from ..raster_io import limit_gdal_cache
 
     limit_gdal_cache(args.gdal_cache_mb)
     common = {

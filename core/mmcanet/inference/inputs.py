@@ -23,8 +23,9 @@ from ..errors import InputError
 from ..modelfile import default_model_path
 from ..normalization import Normalization
 from ..options import RestoreOptions, validate
+from ..output_files import check_writable
 from ..outputs import check_outputs
-from ..raster_io import RasterInfo, check_readable, check_writable, open_raster, read_window
+from ..raster_read import RasterInfo, check_readable, open_raster, read_window
 from ..reporting import Reporter
 from ..sar_units import scene_sar_units
 from ..stacking import open_input

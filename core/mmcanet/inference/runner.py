@@ -18,7 +18,7 @@ import numpy as np
 from ..bands import S2_BANDS_L1C, S2_BANDS_L2A, S2_DN_SCALE
 from ..cpus import rank_cpus
 from ..options import RestoreOptions, resolve_tiling
-from ..raster_io import RasterWriter
+from ..raster_write import RasterWriter
 from ..reporting import Reporter
 from ..trust import trust_settings
 from . import blending

@@ -4,7 +4,7 @@
 (``mmcanet:remove_clouds``) and the dock; :func:`restore_scene_with_model` takes an already-loaded
 model (tests, benchmarks, batch runs). Outputs are written to temporary files next to their
 destination and renamed on success; on any error or cancel they are removed
-(:class:`~mmcanet.raster_io.RasterWriter`).
+(:class:`~mmcanet.raster_write.RasterWriter`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpy as np
 from .. import __version__
 from ..errors import InputError
 from ..options import RestoreOptions
-from ..raster_io import RasterWriter
+from ..raster_write import RasterWriter
 from ..reporting import IsCanceled, Log, Progress, Reporter
 from .blending import CHANGE_NODATA, ERROR_NODATA, MASK_NODATA
 from .inputs import ModelCardLike, SceneInputs, open_inputs, output_dtype

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from osgeo import gdal
 
-from ..raster_io import read_into, read_window
+from ..raster_read import read_into, read_window
 from ..sar_units import sar_to_db
 from ..windows import Window
 from .inputs import SceneInputs
