@@ -2,7 +2,9 @@
 
 1. SAR warp: a float SAR raster warped onto the optical grid through a warped VRT, read strip by strip,
    (a) declaring NaN as source/destination nodata (GDAL's masked bilinear kernel) versus
-   (b) no declared nodata and ``INIT_DEST=NaN`` (what ``alignment.align_to`` does for NaN-only SAR).
+   (b) no declared nodata and ``INIT_DEST=NaN`` (what ``alignment.align_to`` does for NaN-only SAR), and
+   (c) rasterio's ``WarpedVRT`` with the options of (b) (checked to give the same pixels), the candidate
+   for moving the alignment onto rasterio (#12).
 2. Output: writing a 13-band uint16 scene block row by block row as DEFLATE (ZLEVEL=1, predictor 2,
    NUM_THREADS=ALL_CPUS) GeoTIFF, pixel-interleaved (GDAL's default) versus band-interleaved.
 3. ``--readers``: the training / evaluation readers (``mmcanet.sample_io``, rasterio since #12) against
@@ -29,6 +31,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +54,37 @@ def _warp_seconds(s1: gdal.Dataset, s2: gdal.Dataset, fast: bool, strip: int = 2
     for row in range(0, size[1], strip):
         vrt.ReadAsArray(0, row, size[0], min(strip, size[1] - row))
     return time.perf_counter() - t0
+
+
+def _read_strips(read: Callable[[int, int], np.ndarray], height: int, strip: int = 256) -> np.ndarray:
+    return np.concatenate([read(row, min(strip, height - row)) for row in range(0, height, strip)], axis=1)
+
+
+def _warp_pixels(s1_path: Path, s2: gdal.Dataset, use_rasterio: bool) -> tuple[float, np.ndarray]:
+    """Variant (b) through osgeo.gdal or (c) through rasterio's WarpedVRT: seconds to read all strips, pixels."""
+    gt, w, h = s2.GetGeoTransform(), s2.RasterXSize, s2.RasterYSize
+    if not use_rasterio:
+        s1 = gdal.OpenEx(str(s1_path), gdal.OF_RASTER, open_options=["NUM_THREADS=ALL_CPUS"])
+        box = (gt[0], gt[3] + gt[5] * h, gt[0] + gt[1] * w, gt[3])
+        opts = gdal.WarpOptions(format="VRT", outputBounds=box, width=w, height=h, dstSRS=s2.GetProjection(),
+                                resampleAlg="bilinear", outputType=gdal.GDT_Float32, warpOptions=["INIT_DEST=NaN"])
+        vrt = gdal.Warp("", s1, options=opts)
+        t0 = time.perf_counter()
+        pixels = _read_strips(lambda r, n: vrt.ReadAsArray(0, r, w, n), h)
+        return time.perf_counter() - t0, pixels
+    from affine import Affine
+    from mmcanet.rasterio_support import import_rasterio
+
+    rasterio = import_rasterio()
+    from rasterio.vrt import WarpedVRT
+
+    with rasterio.open(str(s1_path), NUM_THREADS="ALL_CPUS") as src, WarpedVRT(
+            src, crs=s2.GetProjection(), transform=Affine.from_gdal(*gt), width=w, height=h,
+            resampling=rasterio.enums.Resampling.bilinear, dtype="float32", init_dest_nodata=False,
+            warp_extras={"INIT_DEST": "NaN"}) as vrt:
+        t0 = time.perf_counter()
+        pixels = _read_strips(lambda r, n: vrt.read(window=rasterio.windows.Window(0, r, w, n)), h)
+        return time.perf_counter() - t0, pixels
 
 
 def _write_seconds(src: gdal.Dataset, path: Path, interleave: str, rows: int = 256) -> tuple[float, int]:
@@ -186,12 +220,15 @@ def main() -> None:
     gdal.SetCacheMax(256 * 1024 * 1024)
     s1 = gdal.OpenEx(str(s1_path), gdal.OF_RASTER, open_options=["NUM_THREADS=ALL_CPUS"])
     s2 = gdal.Open(str(s2_path))
-    warp: dict[str, list[float]] = {"NaN declared as nodata": [], "INIT_DEST=NaN, no nodata": []}
+    warp: dict[str, list[float]] = {"NaN declared as nodata": [], "INIT_DEST=NaN, no nodata": [],
+                                    "rasterio WarpedVRT, INIT_DEST=NaN, no nodata": []}
+    same = np.array_equal(_warp_pixels(s1_path, s2, False)[1], _warp_pixels(s1_path, s2, True)[1], equal_nan=True)
     write: dict[str, list[float]] = {"PIXEL": [], "BAND": []}
     sizes: dict[str, int] = {}
     for _ in range(args.repeat):
         warp["NaN declared as nodata"].append(_warp_seconds(s1, s2, fast=False))
         warp["INIT_DEST=NaN, no nodata"].append(_warp_seconds(s1, s2, fast=True))
+        warp["rasterio WarpedVRT, INIT_DEST=NaN, no nodata"].append(_warp_pixels(s1_path, s2, True)[0])
         for il in write:
             t, size = _write_seconds(s2, cache / f"bench_io_{il}.tif", il)
             write[il].append(t)
@@ -201,6 +238,7 @@ def main() -> None:
     print("| SAR warp (2 bands, bilinear, read in 256-row strips) | s |\n|---|---|")
     for k, v in warp.items():
         print(f"| {k} | {min(v):.2f} |")
+    print(f"\nrasterio WarpedVRT gives the same pixels as the gdal.Warp VRT: {same}")
     print("\n| output, 13 x uint16, DEFLATE ZLEVEL=1 + predictor | s | MB |\n|---|---|---|")
     for k, v in write.items():
         print(f"| INTERLEAVE={k} | {min(v):.2f} | {sizes[k] / 1e6:.0f} |")
