@@ -25,6 +25,7 @@ import numpy as np
 
 from .bands import S2_DN_SCALE
 from .errors import ConfigError, InputError
+from .models.error_features import FEATURE_NAMES
 from .trust import (
     DEFAULT_BINS,
     ReliabilityBin,
@@ -35,11 +36,9 @@ from .trust import (
     spearman,
 )
 
-DEFAULT_FEATURES: tuple[str, ...] = (
-    "cloud", "cloud_7", "cloud_31", "cloud_95", "cloud_tile", "log_bright", "log_texture", "log_change",
-    "log_cloudy_bright", "log_cloudy_bright_31", "log_nir", "log_water_vapour", "log_sar_texture", "no_sar",
-)
-"""Features of the bundled model's predictor (all of :data:`mmcanet.models.error_features.FEATURE_NAMES`)."""
+DEFAULT_FEATURES: tuple[str, ...] = FEATURE_NAMES
+"""Features of the predictor: all of them (on v0.2, fewer ranked worse on the validation images and in
+cross-validation, docs/TRUST.md)."""
 FIT_PIXELS = 1500
 """Pixels drawn (seeded) per training image for the fit: every image weighs the same anyway."""
 EVAL_PIXELS = 20_000
@@ -148,8 +147,11 @@ def image_cues(
     h, w = m.shape[-2:]
     mask = torch.from_numpy(m.reshape(1, 1, h, w)).to(dev)
     with torch.inference_mode():
-        y = model(s2, s1, mask)
-        f = error_features(s2, y, mask, s1, features)[0].float().cpu().numpy().reshape(len(features), -1)
+        if hasattr(model, "restore_with_opacity"):
+            y, opacity = model.restore_with_opacity(s2, s1, mask)
+        else:
+            y, opacity = model(s2, s1, mask), None
+        f = error_features(s2, y, mask, s1, features, opacity)[0].float().cpu().numpy().reshape(len(features), -1)
     restored = np.clip(np.clip(y[0].float().cpu().numpy(), 0.0, 1.0) * to_refl, 0.0, 1.0)
     reference = np.asarray(sample["s2_clear"], np.float32) * np.float32(to_refl)
     cloudy = np.asarray(sample["s2_cloudy"], np.float32) * np.float32(to_refl)

@@ -203,6 +203,11 @@ def test_error_features_measure_cloud_depth_brightness_and_missing_sar() -> None
     assert float(change[5, 5]) == pytest.approx(np.log(0.1 + 1e-3), rel=1e-4)
     assert (no_sar == 1).all()
     assert (error_features(cloudy, restored, cloud, s1 + 0.5, ["no_sar"]) == 0).all()
+    # the network's opacity estimate when given (it sees haze a mask misses), else the mask stands in
+    haze = torch.full((1, 1, h, w), 0.25)
+    opa = error_features(cloudy, restored, cloud, s1, ["opacity", "log_opacity"], opacity=haze)[0]
+    assert (opa[0] == 0.25).all() and float(opa[1, 0, 0]) == pytest.approx(np.log(0.25 + 1e-3), rel=1e-5)
+    torch.testing.assert_close(error_features(cloudy, restored, cloud, s1, ["opacity"])[0, 0], cloud[0, 0])
     # the cumulative-sum box equals average pooling (count_include_pad=False) at the borders too
     x = torch.rand(1, 1, 30, 23, dtype=torch.float64)
     ref = torch.nn.functional.avg_pool2d(x, 7, stride=1, padding=3, count_include_pad=False)
@@ -276,7 +281,9 @@ def test_predictor_card_round_trips_loads_and_drives_the_uncertainty_output(tmp_
     with torch.inference_mode():
         restored, err = model.forward_with_error(s2, s1, mask)
         torch.testing.assert_close(restored, model(s2, s1, mask))  # judging never changes the restoration
-        expected = model.error_predictor(s2, restored, mask, s1)
+        same, opacity = model.restore_with_opacity(s2, s1, mask)
+        torch.testing.assert_close(same, restored)
+        expected = model.error_predictor(s2, restored, mask, s1, opacity)  # the net's own opacity, not the mask
     torch.testing.assert_close(err, expected)
     # through the engine: the written layer is error_scale x the predictor's error, in reflectance
     s1p, s2p, maskp, _ = _scene(tmp_path)

@@ -31,7 +31,7 @@ _NIR, _WV = 7, 9
 FEATURE_NAMES: tuple[str, ...] = (
     "cloud", "cloud_7", "cloud_31", "cloud_95", "cloud_tile",
     "log_bright", "log_texture", "log_change", "log_cloudy_bright", "log_cloudy_bright_31", "log_nir",
-    "log_water_vapour", "log_sar_texture", "no_sar",
+    "log_water_vapour", "log_sar_texture", "no_sar", "opacity", "opacity_15", "log_opacity",
 )
 """Every feature :func:`error_features` can compute, in its channel order:
 
@@ -47,7 +47,10 @@ FEATURE_NAMES: tuple[str, ...] = (
 * ``log_nir``: log of the input's near-infrared reflectance (B8, band 8 of 13: vegetation is bright there);
 * ``log_water_vapour``: log of the input's B9 (band 10 of 13: the water-vapour band, raised by haze and cloud);
 * ``log_sar_texture``: log of the local (5 px) standard deviation of the normalised VV;
-* ``no_sar``: 1 where the SAR is missing (all zero in the tile), else 0.
+* ``no_sar``: 1 where the SAR is missing (all zero in the tile), else 0;
+* ``opacity``, ``opacity_15``, ``log_opacity``: the network's own cloud-opacity estimate from the optical
+  input (its opacity net, computed whether or not a mask is given), in a 15 px box, and its log: it
+  also sees haze and thin cloud a detector's mask calls clear, where the errors against the clear date sit.
 """
 
 
@@ -80,7 +83,7 @@ def _local_std(x: torch.Tensor, k: int) -> torch.Tensor:
 
 def error_features(
     cloudy: torch.Tensor, restored: torch.Tensor, cloud: torch.Tensor, s1: torch.Tensor,
-    names: Sequence[str] = FEATURE_NAMES,
+    names: Sequence[str] = FEATURE_NAMES, opacity: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Per-pixel error cues of a restoration.
 
@@ -90,6 +93,7 @@ def error_features(
         cloud: cloud mask or opacity (B, 1, H, W) in [0, 1].
         s1: SAR (B, 2, H, W) normalised 0-1; all zeros where missing.
         names: which features, in this order (each one of :data:`FEATURE_NAMES`).
+        opacity: the network's opacity estimate (B, 1, H, W) in [0, 1]; ``cloud`` stands in when None.
 
     Returns:
         (B, len(names), H, W) float32.
@@ -105,9 +109,16 @@ def error_features(
     out: dict[str, torch.Tensor] = {}
     need = set(names)
     bright = restored.mean(1, keepdim=True)
+    opa = cloud if opacity is None else torch.clamp(opacity.float(), 0.0, 1.0)
     for n in need:
         if n == "cloud":
             out[n] = cloud
+        elif n == "opacity":
+            out[n] = opa
+        elif n == "opacity_15":
+            out[n] = _box(opa, 15)
+        elif n == "log_opacity":
+            out[n] = torch.log(opa + _EPS)
         elif n.startswith("cloud_") and n != "cloud_tile":
             out[n] = _box(cloud, int(n.split("_")[1]))
         elif n == "cloud_tile":
@@ -192,11 +203,13 @@ class FeatureErrorModel(nn.Module):
                 "mean": [round(float(v), 6) for v in self.mean.flatten()],
                 "std": [round(float(v), 6) for v in self.std.flatten()]}
 
-    def log_error(self, cloudy: torch.Tensor, restored: torch.Tensor, cloud: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
+    def log_error(self, cloudy: torch.Tensor, restored: torch.Tensor, cloud: torch.Tensor, s1: torch.Tensor,
+                  opacity: torch.Tensor | None = None) -> torch.Tensor:
         """Inputs as :func:`error_features` -> log predicted absolute error (B, 1, H, W), model units."""
-        f = (error_features(cloudy, restored, cloud, s1, self.names) - self.mean) / self.std
+        f = (error_features(cloudy, restored, cloud, s1, self.names, opacity) - self.mean) / self.std
         return torch.clamp((f * self.coef).sum(1, keepdim=True) + self.intercept, -12.0, 1.0)
 
-    def forward(self, cloudy: torch.Tensor, restored: torch.Tensor, cloud: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
+    def forward(self, cloudy: torch.Tensor, restored: torch.Tensor, cloud: torch.Tensor, s1: torch.Tensor,
+                opacity: torch.Tensor | None = None) -> torch.Tensor:
         """Predicted absolute error (B, 1, H, W), model units (mean over bands), before the card's scale."""
-        return torch.exp(self.log_error(cloudy, restored, cloud, s1))
+        return torch.exp(self.log_error(cloudy, restored, cloud, s1, opacity))

@@ -159,7 +159,8 @@ class CloudRemovalNet(nn.Module):
             cloud = mask if mask is not None else torch.sigmoid(result["opacity_logits"])  # as forward: same bits
             restored = self._project(stages[-1].detach(), cloud.detach())
             if self.error_predictor is not None:
-                log_b = self.error_predictor.log_error(s2, restored, cloud.detach(), s1)
+                opacity = torch.sigmoid(result["opacity_logits"]).detach()
+                log_b = self.error_predictor.log_error(s2, restored, cloud.detach(), s1, opacity)
             else:
                 assert self.error_head is not None
                 log_b = self.error_head(x0, self._pad(restored), guide.detach(), sar)[..., :h, :w]
@@ -175,6 +176,14 @@ class CloudRemovalNet(nn.Module):
     def forward_stages(self, s2: torch.Tensor, s1: torch.Tensor, mask: torch.Tensor | None = None) -> list[torch.Tensor]:
         """Outputs of every stage (B, bands, H, W); the last one is the restored image."""
         return list(self.forward_train(s2, s1, mask)["stages"])
+
+    def restore_with_opacity(
+        self, s2: torch.Tensor, s1: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`forward`'s output and the opacity net's estimate (B, 1, H, W) in [0, 1], from one pass."""
+        res = self.forward_train(s2, s1, mask, judge=False)
+        opacity = torch.sigmoid(res["opacity_logits"])
+        return self._project(res["stages"][-1], mask if mask is not None else opacity), opacity
 
     def forward(self, s2: torch.Tensor, s1: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Restore: s2 (B, bands, H, W) 0-1, s1 (B, 2, H, W) 0-1, optional mask -> (B, bands, H, W) 0-1 (unclamped).
