@@ -2,9 +2,9 @@
 
 Every GDAL write and flush must report no error; the file is finished through
 :func:`mmcanet.output_files.finish_geotiff` (verify, sync, rename). Outputs QGIS draws fast: a writer
-builds internal overviews (2x, 4x, ... reduced copies inside the same file) before the rename when the
-raster is at least :data:`OVERVIEW_MIN_SIZE` px on a side, so a zoomed-out view reads a small overview
-instead of every full-resolution block. On request it converts the finished GeoTIFF into a
+fills internal overviews (2x, 4x, ... reduced copies inside the same file) from the rows as they arrive
+when the raster is at least :data:`OVERVIEW_MIN_SIZE` px on a side, so a zoomed-out view reads a small
+overview instead of every full-resolution block. On request it converts the finished GeoTIFF into a
 Cloud-Optimised GeoTIFF with GDAL's COG driver (same pixels, tags, band descriptions and nodata;
 overviews and the directory at the front of the file). Both happen on the temporary file.
 """
@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from osgeo import gdal
@@ -105,8 +107,8 @@ class RasterWriter:
         tags: dataset metadata (``TIFFTAG_GDAL_METADATA``).
         block: tile edge (px, multiple of 16).
         what: label for messages.
-        overviews: build internal overviews at :meth:`commit` (levels from :func:`overview_levels`:
-            none below :data:`OVERVIEW_MIN_SIZE` px); False: never.
+        overviews: fill internal overviews while the rows are written (levels from
+            :func:`overview_levels`: none below :data:`OVERVIEW_MIN_SIZE` px); False: never.
         resampling: how overview pixels are computed (GDAL name): ``"AVERAGE"`` for measurements
             (nodata pixels are left out of the mean), ``"NEAREST"`` for classes such as a cloud mask.
         cog: write a Cloud-Optimised GeoTIFF (GDAL's COG driver, 512 px blocks, pixel-interleaved) at
@@ -180,6 +182,8 @@ class RasterWriter:
                     band.SetDescription(str(descriptions[i]))
             if tags:
                 self._ds.SetMetadata({str(k): str(v) for k, v in tags.items()})
+            self._nodata = None if nodata is None else float(nodata)
+            self._overviews = self._create_overviews()
             self._pending = np.zeros((count, self._block_rows, width), dtype=self.dtype)
             self._pending_row0 = 0
             self._pending_rows = 0
@@ -258,6 +262,8 @@ class RasterWriter:
                 what=f"{self.what}: write failed (disk full?)",
                 error=MMCANetError,
             )
+        if self._overviews:
+            self._feed_overview(0, self._pending[:, :n], last=self._pending_row0 + n == self.height)
         with gdal_errors() as log:  # a full disk surfaces here, when GDAL writes the blocks out
             self._ds.FlushCache()  # write and release the finished blocks: memory stays flat
         if log.failures:
@@ -265,14 +271,69 @@ class RasterWriter:
         self._pending_row0 += n
         self._pending_rows = 0
 
+    def _create_overviews(self) -> list[_OverviewLevel]:
+        """Empty internal overview levels (GDAL resampling ``NONE``), filled as the rows arrive."""
+        if not self.overview_levels:
+            return []
+        assert self._ds is not None
+        gdal_call(self._ds.BuildOverviews, "NONE", self.overview_levels,
+                  what=f"{self.what}: cannot add overviews", error=MMCANetError)
+        band = self._ds.GetRasterBand(1)
+        levels = []
+        for k in range(len(self.overview_levels)):
+            ov = band.GetOverview(k)
+            rows = max(1, ov.GetBlockSize()[1])
+            levels.append(_OverviewLevel(k, ov.XSize, ov.YSize, np.zeros((self.count, rows, ov.XSize), self.dtype)))
+        return levels
+
+    def _feed_overview(self, k: int, rows: np.ndarray, last: bool) -> None:
+        """Reduce full-resolution (k = 0) or level k-1 rows 2 x 2 into level k and on down the levels.
+
+        Computing the overviews from the rows in memory spares GDAL re-reading and decompressing the
+        whole file afterwards (and GDAL 3.6's threaded decoding, which printed an "ExtraSamples" error
+        per block of a 13-band file); every overview block is written once, when its rows are complete.
+        """
+        if k >= len(self._overviews):
+            return
+        level = self._overviews[k]
+        if level.carry is not None:  # an odd row left from the previous call pairs with this call's first
+            rows = np.concatenate([level.carry, rows], axis=1)
+            level.carry = None
+        use = rows.shape[1] if last else rows.shape[1] - rows.shape[1] % 2
+        if use < rows.shape[1]:
+            level.carry = rows[:, use:].copy()
+        reduced = _reduce_2x2(rows[:, :use], self.resampling, self._nodata) if use else rows[:, :0, : level.width]
+        src = 0
+        while src < reduced.shape[1]:
+            take = min(level.buffer.shape[1] - level.buffered, reduced.shape[1] - src)
+            level.buffer[:, level.buffered : level.buffered + take] = reduced[:, src : src + take]
+            level.buffered += take
+            src += take
+            if level.buffered == level.buffer.shape[1]:
+                self._write_overview_rows(level)
+        if last and level.buffered:
+            self._write_overview_rows(level)
+        self._feed_overview(k + 1, reduced, last)
+
+    def _write_overview_rows(self, level: _OverviewLevel) -> None:
+        assert self._ds is not None
+        n = min(level.buffered, level.height - level.row0)
+        for i in range(self.count):
+            band = self._ds.GetRasterBand(i + 1).GetOverview(level.index)
+            gdal_call(band.WriteArray, level.buffer[i, :n], 0, level.row0,
+                      what=f"{self.what}: writing overviews failed (disk full?)", error=MMCANetError)
+        level.row0 += level.buffered
+        level.buffered = 0
+
+
     def finish(self, is_canceled: Callable[[], bool] | None = None) -> None:
-        """Complete the temporary file (last rows, overviews, COG conversion) without renaming it yet.
+        """Complete the temporary file (close it, convert it to a COG) without renaming it yet.
 
         A run with several outputs finishes them all before it commits any, so a cancel or an error
-        while overviews are built leaves none of them behind.
+        while one is finished leaves none of them behind.
 
         Args:
-            is_canceled: polled while overviews are built and while the COG is written; True stops
+            is_canceled: polled before the file is closed and while the COG is written; True stops
                 with :class:`~mmcanet.errors.CancelledError` and deletes the temporary file.
 
         Raises:
@@ -284,6 +345,8 @@ class RasterWriter:
         if self._next_row != self.height:
             raise MMCANetError(f"{self.what}: only {self._next_row} of {self.height} rows were written")
         try:
+            if is_canceled is not None and is_canceled():
+                raise CancelledError(f"{self.what}: cancelled; no output was written")
             self._flush_pending()
             ds, self._ds = self._ds, None
             if ds is not None:
@@ -292,8 +355,6 @@ class RasterWriter:
                     ds = None  # closes the file: the TIFF directory is written now
                 if log.failures:
                     raise MMCANetError(f"{self.what}: could not be finished ({log.failures[0]}); is the disk full?")
-            if self.overview_levels:
-                self._build_overviews(is_canceled)
             if self.cog:
                 self._convert_to_cog(is_canceled)
         except BaseException:
@@ -318,35 +379,6 @@ class RasterWriter:
         self._done = True
         return finish_geotiff(self.tmp_path, self.path, width=self.width, height=self.height, count=self.count,
                               what=self.what)
-
-    def _build_overviews(self, is_canceled: Callable[[], bool] | None) -> None:
-        """Internal overviews of every band, compressed like the full-resolution blocks.
-
-        The closed file is re-opened for update without ``NUM_THREADS``: GDAL 3.6's multi-threaded
-        block decoding fails on band-interleaved files of more than a few bands while it reads the
-        blocks back ("Bad value 12 for ExtraSamples" from its worker threads, which no handler of
-        ours sees; the pixels came out right, but QGIS would log every error). DEFLATE level 1 as in
-        :func:`geotiff_creation_options` (the level is not stored in the file; GDAL would use 6).
-        """
-        ds = gdal_call(gdal.OpenEx, str(self._rows_path), gdal.OF_RASTER | gdal.OF_UPDATE,
-                       what=f"{self.what}: the written file cannot be re-opened to add overviews", error=MMCANetError)
-        previous = gdal.GetThreadLocalConfigOption("ZLEVEL_OVERVIEW", None)
-        gdal.SetThreadLocalConfigOption("ZLEVEL_OVERVIEW", "1")
-        try:
-            with gdal_errors() as log:
-                try:
-                    err = ds.BuildOverviews(self.resampling, self.overview_levels, callback=gdal_progress(is_canceled))
-                except RuntimeError as exc:  # gdal.UseExceptions() is on somewhere in the process
-                    log.messages.append(str(exc))
-                    err = gdal.CE_Failure
-                ds.FlushCache()
-                ds = None
-        finally:
-            gdal.SetThreadLocalConfigOption("ZLEVEL_OVERVIEW", previous)
-        if is_canceled is not None and is_canceled():
-            raise CancelledError(f"{self.what}: cancelled while building overviews; no output was written")
-        if err != gdal.CE_None or log.failures:
-            raise MMCANetError(f"{self.what}: building overviews failed ({log.last()}); is the disk full?")
 
     def _convert_to_cog(self, is_canceled: Callable[[], bool] | None) -> None:
         """Copy the finished tiled GeoTIFF into the COG layout at the temporary name, then drop the source."""
@@ -374,3 +406,53 @@ class RasterWriter:
         remove_partial(self.tmp_path)
         if self._rows_path != self.tmp_path:
             remove_partial(self._rows_path)
+
+
+@dataclass
+class _OverviewLevel:
+    """One overview level being filled: its size, a block row of pending rows, an odd row carried over."""
+
+    index: int
+    width: int
+    height: int
+    buffer: np.ndarray
+    buffered: int = 0
+    row0: int = 0
+    carry: np.ndarray | None = None
+
+
+def _reduce_2x2(data: np.ndarray, resampling: str, nodata: float | None) -> np.ndarray:
+    """``(bands, h, w)`` -> ``(bands, ceil(h/2), ceil(w/2))``: the top-left pixel (``NEAREST``) or the
+    mean of the valid pixels of each 2 x 2 block (``AVERAGE``: nodata and NaN left out, nodata where
+    none is valid, integers rounded half up); an odd last row or column is reduced on its own."""
+    if resampling.upper() == "NEAREST":
+        return data[:, ::2, ::2].copy()
+    c, h, w = data.shape
+    h2, w2 = -(-h // 2), -(-w // 2)
+    if (h2 * 2, w2 * 2) != (h, w):  # the edge row / column pairs with itself: its own mean
+        data = np.pad(data, ((0, 0), (0, h2 * 2 - h), (0, w2 * 2 - w)), mode="edge")
+    floating = data.dtype.kind == "f"
+    acc_type: Any = np.float64 if floating else np.int32  # 4 x 16 bit fits in int32
+    quads = [data[:, i::2, j::2] for i in (0, 1) for j in (0, 1)]  # strided views, no copies
+    valid = None
+    if nodata is not None or floating:
+        masks = [np.isfinite(q) if floating else np.ones(q.shape, bool) for q in quads]
+        if nodata is not None:
+            masks = [m & (q != data.dtype.type(nodata)) for m, q in zip(masks, quads, strict=True)]
+        if not all(m.all() for m in masks):
+            valid = masks
+    if valid is None:  # the common case: every pixel valid
+        total: Any = quads[0].astype(acc_type)
+        for q in quads[1:]:
+            total += q
+        mean = total / 4 if floating else (total + 2) // 4
+        return mean.astype(data.dtype)
+    total = np.zeros((c, h2, w2), acc_type)
+    count: Any = np.zeros((c, h2, w2), np.int32)
+    for q, m in zip(quads, valid, strict=True):
+        total += np.where(m, q, 0)
+        count += m
+    safe = np.maximum(count, 1)
+    mean = total / safe if floating else (2 * total + safe) // (2 * safe)
+    out = np.where(count > 0, mean, nodata if nodata is not None else 0)
+    return out.astype(data.dtype)
