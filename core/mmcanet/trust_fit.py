@@ -175,11 +175,30 @@ def _fit(images: Sequence[ImageCues], pixels: int) -> tuple[np.ndarray, float, n
     return fit_log_linear([c.features[:, :pixels] for c in images], [c.actual[:pixels] for c in images])
 
 
+GAMMA_RANGE = (0.05, 2.0)
+"""Bounds of the calibration exponent: never 0 or below (that would flatten or invert the ranking)."""
+
+
 def _calibrate(log_p: Sequence[np.ndarray], actual: Sequence[np.ndarray]) -> tuple[float, float]:
-    """``(gamma, a)`` of ``log b' = a + gamma * log b`` by the Laplace NLL (every image weighs the same)."""
-    g, a, mean, std = fit_log_linear([lp[None] for lp in log_p], list(actual), ridge=0.0)
-    gamma = float(g[0] / std[0])
-    return gamma, float(a - gamma * mean[0])
+    """``(gamma, a)`` of ``log b' = a + gamma * log b``; every image weighs the same.
+
+    ``gamma`` comes from the variation INSIDE each image (Laplace NLL with a free level per image),
+    the quantity the within-image ranking is about: fitted on pooled pixels it would be set by which
+    images are harder, and can even come out negative and invert every image's ranking. It is kept in
+    :data:`GAMMA_RANGE`. ``a`` is then the Laplace NLL optimum of the common level,
+    ``log(mean |e| / b ** gamma)``.
+    """
+    n = len(log_p)
+    rows = []
+    for i, lp in enumerate(log_p):
+        levels = np.zeros((max(n - 1, 0), len(lp)))
+        if i > 0:
+            levels[i - 1] = 1.0  # a level per image (the first one's is the intercept)
+        rows.append(np.vstack([lp[None] - lp.mean(), levels]))
+    g, _, _, std = fit_log_linear(rows, list(actual), ridge=0.0)
+    gamma = float(np.clip(g[0] / std[0], *GAMMA_RANGE))
+    level = np.mean([np.mean(np.abs(e) * np.exp(-gamma * lp)) for lp, e in zip(log_p, actual, strict=True)])
+    return gamma, float(math.log(max(float(level), 1e-12)))
 
 
 def fit_cues(

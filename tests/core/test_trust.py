@@ -338,3 +338,25 @@ def test_fit_trust_command_on_real_triplets_writes_a_loadable_trust_layer(tmp_pa
     config.write_text(f'[[data]]\npath = "{triplets}"\ninclude = ["1302"]\n', encoding="utf-8")
     assert script.main([str(src), str(config), "--output", str(tmp_path / "none.safetensors"), "--quiet"]) == 1
     assert not (tmp_path / "none.safetensors").exists()
+
+
+def test_calibration_exponent_comes_from_inside_the_images_and_never_inverts_the_ranking() -> None:
+    """Harder images predicted lower (pooled: wrong way round), but inside each image the ranking is right."""
+    from mmcanet.trust_fit import GAMMA_RANGE, _calibrate
+
+    rng = np.random.default_rng(5)
+    log_p, actual = [], []
+    for level in (0.01, 0.02, 0.04, 0.08):
+        lp = rng.normal(0.0, 1.0, 20_000) - 100 * level  # the prediction's level falls as the image gets harder
+        b = level * np.exp(0.5 * (lp - lp.mean()))  # inside an image the error follows b ** 0.5
+        log_p.append(lp)
+        actual.append(np.abs(rng.laplace(0.0, b)))
+    gamma, a = _calibrate(log_p, actual)
+    assert gamma == pytest.approx(0.5, abs=0.03)
+    g_pooled, *_ = fit_log_linear([lp[None] for lp in log_p], actual, ridge=0.0)
+    assert g_pooled[0] < 0  # what a pooled fit would have done: invert every image's ranking
+    # a prediction that ranks every image backwards gets the floor, not a negative exponent
+    assert _calibrate([-lp for lp in log_p], actual)[0] == GAMMA_RANGE[0]
+    # the level: mean actual / b' ** ... equals one on average over the images (Laplace NLL optimum)
+    ratio = np.mean([np.mean(e / np.exp(a + gamma * lp)) for lp, e in zip(log_p, actual, strict=True)])
+    assert ratio == pytest.approx(1.0, rel=1e-6)
