@@ -77,3 +77,18 @@ def test_simulate_rejects_bad_settings_before_reading(make_s2, tmp_path: Path) -
         simulate_scene(clear, tmp_path / "x.tif", thickness="fog")
     with pytest.raises(InputError, match="coverage"):
         simulate_scene(clear, tmp_path / "x.tif", coverage=1.5)
+
+
+def test_detected_mask_gets_class_preserving_overviews(make_s2, tmp_path: Path) -> None:  # noqa: ANN001
+    """A mask >= 1024 px wide gets overviews like every output; their pixels are classes (nearest), not means."""
+    from osgeo import gdal
+
+    s2 = make_s2(height=40, width=1024)
+    detect_scene(s2, tmp_path / "mask.tif")
+    ds = gdal.Open(str(tmp_path / "mask.tif"))
+    band = ds.GetRasterBand(1)
+    assert band.GetOverviewCount() == 2
+    mask = band.ReadAsArray()
+    assert len(np.unique(mask)) > 1  # something to resample
+    for k in range(2):  # every overview pixel is one of the mask's own pixels (nearest)
+        np.testing.assert_array_equal(band.GetOverview(k).ReadAsArray(), mask[:: 2 ** (k + 1), :: 2 ** (k + 1)])

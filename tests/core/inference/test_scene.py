@@ -503,6 +503,19 @@ def test_cli_single_and_list(make_s2, make_s1, tiny_model_file: Path, tmp_path: 
     assert "missing.tif" in capsys.readouterr().err
 
 
+def test_cli_overview_and_cog_switches(make_s2, make_s1, tiny_model_file: Path, tmp_path: Path) -> None:  # noqa: ANN001
+    from mmcanet.cli import main
+
+    s2, s1 = make_s2(height=16, width=1024), make_s1(height=16, width=1024)  # wide enough for overviews
+    common = ["restore", "--sar", str(s1), "--optical", str(s2), "--model", str(tiny_model_file), "--device", "cpu"]
+    for name, flags in (("default", []), ("off", ["--no-overviews"]), ("cog", ["--cog"])):
+        assert main([*common, "--output", str(tmp_path / f"{name}.tif"), *flags]) == 0
+    ds = {n: gdal.Open(str(tmp_path / f"{n}.tif")) for n in ("default", "off", "cog")}  # kept open while read
+    assert {n: d.GetRasterBand(1).GetOverviewCount() for n, d in ds.items()} == {"default": 2, "off": 0, "cog": 2}
+    assert {n: d.GetMetadata("IMAGE_STRUCTURE").get("LAYOUT") for n, d in ds.items()} == {
+        "default": None, "off": None, "cog": "COG"}
+
+
 def test_shard_balanced() -> None:
     from mmcanet.commands.restore import shard
 
