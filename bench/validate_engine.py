@@ -1,7 +1,7 @@
 """Per-image validation table of one or more models through `mmcanet restore`, as users run it.
 
 Run:  .venv/bin/python bench/validate_engine.py [--model A.safetensors --model B.safetensors ...]
-      [--no-keep-clear] [--markdown]
+      [--label NAME ...] [--args "RESTORE ARGS" ...] [--no-keep-clear] [--clear-weight W]
 Default model: the bundled one. Images: every real SAR triplet held out from training
 (configs/bundled.toml's validation set: 4438, 5349, 6317 of ../shared/data/sen12mscr-triplets and both
 images of ../shared/data/sen12mscr-triplets-georef; ROIs1970_fall_139 is in the standard SEN12MS-CR test
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -48,6 +49,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", action="append", help="model file (repeat to compare); default: the bundled model")
     ap.add_argument("--label", action="append", help="name per --model in the table (default: file name)")
+    ap.add_argument("--args", action="append", dest="model_args",
+                    help="extra `mmcanet restore` arguments per --model, in order (e.g. '--harmonise 0'); "
+                    "give one per --model or none")
     ap.add_argument("--no-keep-clear", action="store_true", help="restore every pixel (default: keep clear ones)")
     ap.add_argument("--clear-weight", type=float, help="passed to mmcanet restore (default: its default)")
     args = ap.parse_args()
@@ -55,6 +59,9 @@ def main() -> None:
     labels = args.label or [Path(m).name for m in models]
     if len(labels) != len(models):
         sys.exit("give one --label per --model")
+    per_model = [shlex.split(a) for a in args.model_args] if args.model_args else [[] for _ in models]
+    if len(per_model) != len(models):
+        sys.exit("give one --args per --model (or none)")
     missing = [str(f / f"{t}_s1.tif") for f, t in IMAGES if not (f / f"{t}_s1.tif").is_file()]
     if missing:
         sys.exit(f"validation images not found (the shared data is needed): {missing[:2]}")
@@ -73,10 +80,10 @@ def main() -> None:
             cloudy, ref = read(folder / f"{tid}_s2_cloudy.tif"), read(folder / f"{tid}_s2_cloudfree.tif")
             cloud = detect_clouds(cloudy).cloud
             results = {"input (cloudy)": cloudy}
-            for model, lab in zip(models, labels, strict=True):
+            for model, lab, margs in zip(models, labels, per_model, strict=True):
                 out = Path(tmp) / f"{tid}_{len(results)}.tif"
                 subprocess.run([exe, "restore", "--sar", str(folder / f"{tid}_s1.tif"), "--optical",
-                                str(folder / f"{tid}_s2_cloudy.tif"), "--output", str(out), "--model", model, flag, *extra],
+                                str(folder / f"{tid}_s2_cloudy.tif"), "--output", str(out), "--model", model, flag, *extra, *margs],
                                check=True, capture_output=True)
                 results[lab] = read(out)
             for lab, pred in results.items():

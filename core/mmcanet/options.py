@@ -38,6 +38,8 @@ DEFAULT_KEEP_CLEAR = False  # restore every pixel: measured better on every vali
 DEFAULT_SAR_UNITS = "auto"
 DEFAULT_FEATHER = 2
 DEFAULT_CLEAR_WEIGHT = 0.0
+DEFAULT_HARMONISE = 64
+"""Scale (px) of :func:`mmcanet.inference.blending.harmonise_fill`'s local means; 0 turns it off."""
 DEFAULT_PRECISION = "auto"
 DEFAULT_OVERVIEWS = True  # only outputs >= 1024 px on a side get them (mmcanet.raster_write.OVERVIEW_MIN_SIZE)
 DEFAULT_COG = False  # a COG costs one more copy of the output; plain tiled GeoTIFFs with overviews draw as fast
@@ -77,6 +79,9 @@ class RestoreOptions:
             of as 2 x 2 / 6 x 6 blocks (removes the block grid from the fill; see :mod:`mmcanet.coarse_bands`).
         clear_weight: with ``keep_clear``, the share (0-1) of the restored value in pixels the mask calls
             clear: 0 keeps them exactly; higher values also remove haze the detector missed.
+        harmonise: scale (px) over which the fill under the cloud mask takes the local brightness of the
+            restored clear pixels around it (one factor for all bands, weighted by how much clear land is
+            near); 0 = off. Corrects the fill's drift towards the training set's level (docs/QUALITY.md).
         threads: CPU threads for torch; None = automatic (see :func:`mmcanet.devices.configure_threads`).
         extent: area of interest ``(xmin, ymin, xmax, ymax)``; None = the whole optical image. Only the
             optical pixels it touches are read, restored and written (snapped outward to the optical
@@ -109,6 +114,7 @@ class RestoreOptions:
     uncertainty_output: PathLike | None = None
     feather: int = DEFAULT_FEATHER
     clear_weight: float = DEFAULT_CLEAR_WEIGHT
+    harmonise: int = DEFAULT_HARMONISE
     smooth_coarse_bands: bool = True
     threads: int | None = None
     extent: tuple[float, float, float, float] | None = None
@@ -168,6 +174,8 @@ def problems(options: RestoreOptions) -> list[str]:
         found.append(f"SAR units '{options.sar_units}': choose one of {', '.join(SAR_UNITS)}")
     if options.feather < 0:
         found.append(f"feather {options.feather}: must be >= 0")
+    if not 0 <= options.harmonise <= 512:
+        found.append(f"harmonise {options.harmonise}: must be a scale from 0 (off) to 512 px")
     if not 0.0 <= options.clear_weight <= 1.0:
         found.append(f"clear weight {options.clear_weight}: must be between 0 (keep clear pixels) and 1 (restore them)")
     if options.precision not in PRECISION_CHOICES:

@@ -97,6 +97,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "halves haze the cloud detector missed, 1 restores them fully (default: %(default)s)",
     )
     m.add_argument(
+        "--harmonise",
+        type=int,
+        default=d["harmonise"],
+        metavar="PX",
+        help="scale (px) over which the fill under the cloud mask takes the local brightness of the clear "
+        "pixels around it; 0 turns it off (default: %(default)s)",
+    )
+    m.add_argument(
         "--smooth-coarse-bands",
         action=argparse.BooleanOptionalAction,
         default=d["smooth_coarse_bands"],
@@ -216,6 +224,7 @@ def run(args: argparse.Namespace) -> int:
         "batch_size": args.batch_size,
         "keep_clear": args.keep_clear,
         "clear_weight": args.clear_weight,
+        "harmonise": args.harmonise,
         "smooth_coarse_bands": args.smooth_coarse_bands,
         "sar_units": args.sar_units,
         "threads": args.threads,

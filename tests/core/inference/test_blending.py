@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from mmcanet.inference.blending import StripAccumulator, ramp, tile_weight, weight_sums
+from mmcanet.inference.blending import StripAccumulator, harmonise_fill, ramp, tile_weight, weight_sums
 from mmcanet.inference.tiling import plan_tiles
 
 
@@ -78,3 +78,55 @@ def test_strip_rejects_tiles_outside() -> None:
     tile = list(plan.tiles())[-1]  # last tile row: not in the strip yet
     with pytest.raises(ValueError):
         acc.add(tile, np.zeros((1, 4, 4), np.float32))
+
+
+def _fill_scene() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Clear land at 0.30 / 0.10 (two bands) around a 40 x 40 cloud whose fill has the same colour at half the
+    brightness, with stripes (the structure the SAR gave it)."""
+    h = w = 128
+    restored = np.empty((2, h, w), np.float32)
+    restored[0], restored[1] = 0.30, 0.10
+    mask = np.zeros((h, w), bool)
+    mask[44:84, 44:84] = True
+    stripes = np.where((np.arange(w) // 4) % 2 == 0, 1.2, 0.8).astype(np.float32)[None, :] * np.ones((h, 1), np.float32)
+    restored[0][mask] = (0.15 * stripes)[mask]
+    restored[1][mask] = (0.05 * stripes)[mask]
+    return restored, mask, np.zeros((h, w), bool)
+
+
+def test_harmonise_fill_moves_the_fill_to_the_local_brightness_and_keeps_its_structure() -> None:
+    restored, mask, invalid = _fill_scene()
+    out = harmonise_fill(restored, mask, invalid, sigma=32)
+    inner = np.zeros_like(mask)
+    inner[52:76, 52:76] = True  # away from the soft edge
+    for band, clear_level in ((0, 0.30), (1, 0.10)):
+        before = abs(float(restored[band][inner].mean()) - clear_level)
+        after = abs(float(out[band][inner].mean()) - clear_level)
+        assert after < 0.25 * before, (band, before, after)
+    # one factor for all bands: the spectral shape (band ratio) of every pixel stays
+    np.testing.assert_allclose(out[0][mask] / out[1][mask], restored[0][mask] / restored[1][mask], rtol=1e-4)
+    # the stripes survive: the factor varies slowly, so the stripe contrast inside stays
+    a, b = restored[0][inner].reshape(24, 24), out[0][inner].reshape(24, 24)
+    np.testing.assert_allclose(b / b.mean(), a / a.mean(), atol=0.05)
+    far = np.ones_like(mask)
+    far[40:88, 40:88] = False
+    np.testing.assert_array_equal(out[:, far], restored[:, far])  # clear pixels stay exactly
+
+
+def test_harmonise_fill_needs_clear_land_and_ignores_nodata() -> None:
+    restored, mask, invalid = _fill_scene()
+    assert harmonise_fill(restored, mask, invalid, sigma=0) is restored  # off
+    assert harmonise_fill(restored, np.ones_like(mask), invalid, sigma=32) is restored  # nothing clear to follow
+    # nodata (value 0 in the restored array) around the cloud must not darken the fill
+    nodata = np.zeros_like(mask)
+    nodata[:, :30] = True
+    r2 = restored.copy()
+    r2[:, nodata] = 0.0
+    a = harmonise_fill(restored, mask, nodata, sigma=32)
+    b = harmonise_fill(r2, mask, nodata, sigma=32)
+    np.testing.assert_allclose(a[:, mask], b[:, mask], atol=1e-5)
+    # a lone pixel of clear land next to a huge cloud barely moves it (little clear land near)
+    big = np.ones_like(mask)
+    big[0, 0] = False
+    out = harmonise_fill(restored, big, invalid, sigma=32)
+    assert float(np.abs(out[:, 64, 64] - restored[:, 64, 64]).max()) < 1e-3

@@ -613,3 +613,24 @@ def test_model_sees_coarse_bands_smoothed_only_under_cloud(tmp_path: Path) -> No
     np.testing.assert_array_equal(raw[fine], smoothed[fine])
     np.testing.assert_array_equal(raw[:, :2], smoothed[:, :2])  # 10 px from the cloud: untouched
     assert np.abs(raw[coarse, 20:28, 26:38] - smoothed[coarse, 20:28, 26:38]).mean() > 5  # DN
+
+
+def test_harmonise_scales_only_the_fill_and_keeps_its_spectral_shape(tmp_path: Path) -> None:
+    """The engine applies :func:`harmonise_fill` to the masked pixels of each tile, one factor per pixel."""
+    s1, s2, mask = _masked_scene(tmp_path)
+    out = {}
+    for h in (0, 64):
+        res = restore_scene_with_model(Identity(), Card(), RestoreOptions(
+            sar=s1, optical=s2, output=tmp_path / f"h{h}.tif", cloud_mask=mask, smooth_coarse_bands=False, harmonise=h))
+        out[h] = rasters.read(res.output).astype(np.float64)
+    off, on = out[0], out[64]
+    far = np.ones(off.shape[1:], bool)
+    far[8:40, 12:52] = False  # the mask and its soft edge (3 px)
+    np.testing.assert_array_equal(on[:, far], off[:, far])
+    inside = np.zeros_like(far)
+    inside[14:34, 18:46] = True
+    assert np.abs(on[:, inside] - off[:, inside]).max() > 5  # the fill moved ...
+    ratio = on[:, inside] / off[:, inside]
+    assert np.ptp(ratio, axis=0).max() < 2e-3 * ratio.mean() + 2 / off[:, inside].min()  # ... by one factor per pixel
+    with pytest.raises(InputError, match="harmonise"):
+        restore_scene_with_model(Identity(), Card(), RestoreOptions(sar=s1, optical=s2, output=tmp_path / "x.tif", harmonise=-1))
