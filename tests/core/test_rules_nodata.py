@@ -31,7 +31,7 @@ pixels and exact values, which the smoothing of coarse bands under cloud (tested
 
 def run(model: nn.Module, s1: Path, s2: Path, out: Path, card: Card | None = None, log: Any = None, **kw: Any) -> Any:
     kw = {**PLUMBING, **kw}
-    return restore_scene_with_model(model, card or Card(), RestoreOptions(sar=s1, optical=s2, output=out, **kw), log=log)
+    return restore_scene_with_model(model, card or Card(), RestoreOptions(sar=s1, optical=s2, output=out, **{"harmonise": 0, **kw}), log=log)
 
 
 def files(folder: Path) -> list[str]:

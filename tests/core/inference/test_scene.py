@@ -32,9 +32,10 @@ class Card(ToyCard):
     name: str = "test-model"
 
 
-PLUMBING = {"keep_clear": True, "smooth_coarse_bands": False}
+PLUMBING = {"keep_clear": True, "smooth_coarse_bands": False, "harmonise": 0}
 """Settings of these plumbing tests unless a test says otherwise: the rules here are about keeping clear
-pixels and exact values, which the smoothing of coarse bands under cloud (tested on its own) would blur."""
+pixels and exact values, which the smoothing of coarse bands under cloud and the fill harmonisation
+(each tested on its own) would change."""
 
 
 def run(model: nn.Module, s1: Path, s2: Path, out: Path, card: Card | None = None,
@@ -177,7 +178,8 @@ def test_partial_overlap_restores_outside_the_sar_from_the_optical_alone(make_s2
     sar = rasters.write_s1(tmp_path / "s1.tif", h, 60, geotransform=gt)
     logs: list[str] = []
     res = restore_scene_with_model(
-        Identity(), Card(), RestoreOptions(sar=sar, optical=s2, output=tmp_path / "o.tif", keep_clear=False, smooth_coarse_bands=False),
+        Identity(), Card(), RestoreOptions(sar=sar, optical=s2, output=tmp_path / "o.tif", keep_clear=False, smooth_coarse_bands=False,
+                                          harmonise=0),
         log=logs.append
     )
     out, src = rasters.read(res.output), rasters.read(s2)
@@ -604,7 +606,7 @@ def test_model_sees_coarse_bands_smoothed_only_under_cloud(tmp_path: Path) -> No
     seen = {}
     for smooth in (False, True):
         res = restore_scene_with_model(Identity(), Card(), RestoreOptions(
-            sar=s1, optical=s2, output=tmp_path / f"{smooth}.tif", cloud_mask=mask, smooth_coarse_bands=smooth))
+            sar=s1, optical=s2, output=tmp_path / f"{smooth}.tif", cloud_mask=mask, smooth_coarse_bands=smooth, harmonise=0))
         seen[smooth] = rasters.read(res.output).astype(np.int64)
     raw, smoothed = seen[False], seen[True]
     np.testing.assert_array_equal(raw, rasters.read(s2))
