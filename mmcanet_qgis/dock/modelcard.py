@@ -32,7 +32,7 @@ def read_model_card(path: str) -> ModelCard:
 
 
 def predicts_error(card: Any) -> bool:
-    """Whether the model behind `card` has an error head, i.e. can write the predicted-error layer.
+    """Whether the model behind `card` has a trust layer (fitted predictor or error head): can write the predicted error.
 
     The card says so itself (`ModelCard.has_error_head`); a card written before that property existed
     keeps the flag in its architecture configuration.

@@ -217,8 +217,9 @@ class CloudRemovalDock(QgsDockWidget):
             summary += self.tr("; predicts its own error")
         else:
             self.form.set_error_available(False, self.tr(
-                "Model '{name}' has no error head, so it cannot predict its own error: choose a model "
-                "trained with one (its summary above then says 'predicts its own error')."
+                "Model '{name}' has no trust layer (no fitted error predictor, no error head), so it cannot "
+                "predict its own error: add one with scripts/fit_trust.py (docs/TRUST.md) or choose a model "
+                "whose summary above says 'predicts its own error'."
             ).format(name=self._card.name))
         self.form.model_summary.setText(summary)
         return []
