@@ -19,6 +19,7 @@ from mmcanet.datasets import (
     index_sen12mscr,
     sen12mscr_split_of,
 )
+from mmcanet.errors import InputError
 
 TEST = {
     "ROIs1158_spring": {106, 123, 140, 31, 44},
@@ -106,3 +107,43 @@ def test_index_splits_a_leak_prone_tree_exactly(tmp_path: Path, merged: bool) ->
     assert seen == expected
     everything = index_sen12mscr(tmp_path, "all")
     assert {(p.season, p.scene, p.patch) for p in everything} == set().union(*expected.values())
+
+
+def test_an_unknown_season_is_training_data() -> None:
+    """A season outside the four of SEN12MS-CR has no test / validation scenes (not an error)."""
+    assert sen12mscr_split_of("ROIs9999_monsoon", 139) == "train"
+
+
+def test_index_lists_in_natural_order(tmp_path: Path) -> None:
+    """Seasons by name, scenes and patches by number (s1_2 before s1_10, p9 before p10): stable runs."""
+    for season in ("ROIs2017_winter", "ROIs1158_spring"):
+        for n in (10, 2, 1):
+            for p in (10, 9):
+                for kind in ("s1", "s2", "s2_cloudy"):
+                    folder = tmp_path / season / f"{kind}_{n}"
+                    folder.mkdir(parents=True, exist_ok=True)
+                    (folder / f"{season}_{kind}_{n}_p{p}.tif").touch()
+            (tmp_path / season / f"s1_{n}" / "0_notes.txt").touch()  # not a patch, sorted first: skipped
+        (tmp_path / season / "0_extra").mkdir()  # not a scene folder, sorted first: skipped
+    (tmp_path / "0_other").mkdir()  # not a season folder, sorted first: skipped
+    got = [(p.season, p.scene, p.patch) for p in index_sen12mscr(tmp_path, "all")]
+    want = [(s, n, p) for s in ("ROIs1158_spring", "ROIs2017_winter") for n in (1, 2, 10) for p in (9, 10)]
+    assert got == want
+    # incomplete patches are skipped one by one when asked: the rest of the scene is still listed
+    (tmp_path / "ROIs1158_spring" / "s2_1" / "ROIs1158_spring_s2_1_p9.tif").unlink()
+    (tmp_path / "ROIs1158_spring" / "s1_3").mkdir()  # a scene with no S2 folders at all
+    (tmp_path / "ROIs1158_spring" / "s1_3" / "ROIs1158_spring_s1_3_p1.tif").touch()
+    got = [(p.season, p.scene, p.patch) for p in index_sen12mscr(tmp_path, "all", skip_incomplete=True)]
+    assert got == [w for w in want if w != ("ROIs1158_spring", 1, 9)]
+    with pytest.raises(InputError, match="counterpart file missing"):
+        index_sen12mscr(tmp_path, "all")
+
+
+def test_index_errors_say_what_was_expected(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="unknown split 'dev'"):
+        index_sen12mscr(tmp_path, "dev")
+    with pytest.raises(InputError, match="not a folder"):
+        index_sen12mscr(tmp_path / "missing", "all")
+    (tmp_path / "random").mkdir()
+    with pytest.raises(InputError, match=r"expected ROIs1158_spring_s1/s1_<scene>/"):
+        index_sen12mscr(tmp_path, "all")
