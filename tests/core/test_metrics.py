@@ -185,3 +185,36 @@ def test_structure_correlation_small_images_do_not_fail() -> None:
 
     ref = _fields(4, (20, 20))
     assert structure_correlation(ref, ref, np.ones((20, 20), bool)) == pytest.approx(1.0)
+
+
+def test_per_image_torch_metrics_equal_numpy_image_by_image() -> None:
+    """compute_metrics_torch and every ``reduction="none"`` metric give each image's own numpy value."""
+    p0, t0 = pair(7, c=4, h=20, w=24, noise=0.05)
+    p1, t1 = pair(8, c=4, h=20, w=24, noise=0.3)
+    pt, tt = torch.from_numpy(np.stack([p0, p1])), torch.from_numpy(np.stack([t0, t1]))
+    got = compute_metrics_torch(pt, tt)
+    per = {"mae": mae_torch(pt, tt, "none"), "psnr": psnr_torch(pt, tt, "none"), "sam": sam_torch(pt, tt, "none")}
+    for i, (p, t) in enumerate(((p0, t0), (p1, t1))):
+        want = compute_metrics(p, t)
+        for k, tol in (("psnr", 1e-3), ("ssim", 1e-4), ("mae", 1e-6), ("sam", 1e-3), ("rmse", 1e-6)):
+            assert float(got[k][i]) == pytest.approx(want[k], abs=tol), (k, i)
+        for k, v in per.items():
+            assert float(v[i]) == pytest.approx(want[k], abs=1e-3), (k, i)
+    with pytest.raises(ValueError, match="reduction must be 'mean' or 'none', got 'sum'"):
+        mae_torch(pt, tt, "sum")
+
+
+def test_structure_correlation_reflectance_scale_and_integer_masks() -> None:
+    """Band-pass images of real reflectance are small (den << 1): still a correlation; a 0/1 uint8 mask is a mask."""
+    from mmcanet.metrics import structure_correlation
+
+    ref = 0.05 * _fields(9)
+    mask = np.zeros(ref.shape[1:], np.uint8)
+    mask[20:80, 10:90] = 1
+    assert structure_correlation(0.9 * ref, ref, mask) == pytest.approx(1.0, abs=1e-6)
+    assert structure_correlation(0.9 * ref, ref, mask) == structure_correlation(0.9 * ref, ref, mask.astype(bool))
+    exact = np.zeros(ref.shape[1:], bool)
+    exact.flat[:64] = True  # exactly min_pixels: scored (even if in one row)
+    assert not math.isnan(structure_correlation(ref, _fields(10), exact))
+    with pytest.raises(ValueError, match=r"does not match the image \(96, 96\)"):
+        structure_correlation(ref, ref, mask[:10])
