@@ -183,9 +183,9 @@ class SceneRunner:
         def weighted(i: int) -> np.ndarray:
             w = tiles[i].window
             rows = slice(w.row_off - strip.row_off, w.row_end - strip.row_off)
-            restored = outputs.get(i)
-            if restored is not None and masks[i] is not None and self.opts.harmonise > 0:
-                restored = blending.harmonise_fill(restored, masks[i], strip.invalid[rows, w.col_off : w.col_end],
+            restored, mask = outputs.get(i), masks[i]
+            if restored is not None and mask is not None and self.opts.harmonise > 0:
+                restored = blending.harmonise_fill(restored, mask, strip.invalid[rows, w.col_off : w.col_end],
                                                    self.opts.harmonise)
             values = blending.composite_tile(restored, alphas[i], strip.s2_dn[:, rows, w.col_off : w.col_end],
                                              masks[i], scale, errors.get(i), self.kept_error if self.with_error else None)
