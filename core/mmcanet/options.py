@@ -40,6 +40,8 @@ DEFAULT_FEATHER = 2
 DEFAULT_CLEAR_WEIGHT = 0.0
 DEFAULT_HARMONISE = 64
 """Scale (px) of :func:`mmcanet.inference.blending.harmonise_fill`'s local means; 0 turns it off."""
+MAX_HARMONISE = 512
+"""Largest harmonisation scale (px) accepted."""
 DEFAULT_PRECISION = "auto"
 DEFAULT_OVERVIEWS = True  # only outputs >= 1024 px on a side get them (mmcanet.raster_write.OVERVIEW_MIN_SIZE)
 DEFAULT_COG = False  # a COG costs one more copy of the output; plain tiled GeoTIFFs with overviews draw as fast
@@ -174,8 +176,8 @@ def problems(options: RestoreOptions) -> list[str]:
         found.append(f"SAR units '{options.sar_units}': choose one of {', '.join(SAR_UNITS)}")
     if options.feather < 0:
         found.append(f"feather {options.feather}: must be >= 0")
-    if not 0 <= options.harmonise <= 512:
-        found.append(f"harmonise {options.harmonise}: must be a scale from 0 (off) to 512 px")
+    if not 0 <= options.harmonise <= MAX_HARMONISE:
+        found.append(f"harmonise {options.harmonise}: must be a scale from 0 (off) to {MAX_HARMONISE} px")
     if not 0.0 <= options.clear_weight <= 1.0:
         found.append(f"clear weight {options.clear_weight}: must be between 0 (keep clear pixels) and 1 (restore them)")
     if options.precision not in PRECISION_CHOICES:

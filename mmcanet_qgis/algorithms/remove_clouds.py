@@ -95,6 +95,7 @@ class RemoveCloudsAlgorithm(MMCANetAlgorithm):
     OUTPUT = "OUTPUT"
     EXTENT = "EXTENT"
     OVERVIEWS = "OVERVIEWS"
+    HARMONISE = "HARMONISE"
     COG = "COG"
     MASK_OUTPUT = "MASK_OUTPUT"
     UNCERTAINTY_OUTPUT = "UNCERTAINTY_OUTPUT"
@@ -138,7 +139,9 @@ class RemoveCloudsAlgorithm(MMCANetAlgorithm):
         "- Mean absolute change (reflectance): how much each pixel changed from the input (0 where it was "
         "kept). It is NOT a measure of trust: a large change can be right and a small one wrong.\n"
         "Advanced: tile size / overlap in pixels (left 'Not set': the values stored in the model file), "
-        "batch size (tiles per step; lower it if memory runs out); overviews (built into every output of "
+        "batch size (tiles per step; lower it if memory runs out); fill harmonisation (the fill under "
+        "cloud takes the brightness of the clear land around it, measured over this many pixels; 0 turns it "
+        "off); overviews (built into every output of "
         "1024 px or more on a side, so QGIS draws zoomed-out views fast; off saves their write time and about "
         "a third of the file size); Cloud-Optimised GeoTIFF (for sharing the files, e.g. over HTTP; one more "
         "copy of each output at the end of the run)."
@@ -173,6 +176,11 @@ class RemoveCloudsAlgorithm(MMCANetAlgorithm):
         self.addParameter(advanced(QgsProcessingParameterNumber(
             self.BATCH_SIZE, tr("Tiles per batch"), type=INTEGER, defaultValue=core_options.DEFAULT_BATCH_SIZE,
             minValue=1, maxValue=core_options.MAX_BATCH_SIZE)))
+        self.addParameter(advanced(QgsProcessingParameterNumber(
+            self.HARMONISE, tr("Fill harmonisation: scale in pixels over which the fill takes the brightness of "
+                               "the clear land around it (0: off)"),
+            type=INTEGER, defaultValue=core_options.DEFAULT_HARMONISE, minValue=0,
+            maxValue=core_options.MAX_HARMONISE)))
         self.addParameter(advanced(QgsProcessingParameterBoolean(
             self.OVERVIEWS, tr("Build overviews (outputs of 1024 px or more on a side; QGIS draws them faster)"),
             defaultValue=core_options.DEFAULT_OVERVIEWS)))
@@ -214,6 +222,7 @@ class RemoveCloudsAlgorithm(MMCANetAlgorithm):
             "mask_output": self.output_path(parameters, self.MASK_OUTPUT, context),
             "uncertainty_output": self.output_path(parameters, self.UNCERTAINTY_OUTPUT, context),
             "change_output": self.change_output(parameters, context),
+            "harmonise": self.parameterAsInt(parameters, self.HARMONISE, context),
             "overviews": self.parameterAsBool(parameters, self.OVERVIEWS, context),
             "cog": self.parameterAsBool(parameters, self.COG, context),
         }

@@ -146,6 +146,18 @@ def test_extent_goes_to_the_core_with_its_crs(provider: Any, scene: dict[str, Pa
     assert "extent" not in alg.restore_options({**params, "EXTENT": None}, context)
 
 
+def test_harmonise_goes_to_the_core_with_the_core_default(provider: Any, scene: dict[str, Path], tmp_path: Path) -> None:
+    from mmcanet.options import DEFAULT_HARMONISE
+
+    alg = provider.algorithm("remove_clouds").create()
+    params = {"SAR": str(scene["s1"]), "OPTICAL": str(scene["s2"]), "OUTPUT": str(tmp_path / "o.tif")}
+    context = QgsProcessingContext()
+    assert alg.parameterDefinition("HARMONISE").defaultValue() == DEFAULT_HARMONISE == 64
+    assert alg.restore_options(params, context)["harmonise"] == DEFAULT_HARMONISE
+    assert alg.restore_options({**params, "HARMONISE": 0}, context)["harmonise"] == 0
+    assert alg.restore_options({**params, "HARMONISE": 16}, context)["harmonise"] == 16
+
+
 def test_remove_clouds_on_an_area_of_interest(provider: Any, scene: dict[str, Path], tiny_model: Path,
                                               tmp_path: Path) -> None:
     import processing
