@@ -188,7 +188,7 @@ class SceneRunner:
                 restored = blending.harmonise_fill(restored, mask, strip.invalid[rows, w.col_off : w.col_end],
                                                    self.opts.harmonise)
             values = blending.composite_tile(restored, alphas[i], strip.s2_dn[:, rows, w.col_off : w.col_end],
-                                             masks[i], scale, errors.get(i), self.kept_error if self.with_error else None)
+                                             mask, scale, errors.get(i), self.kept_error if self.with_error else None)
             return self.acc.apply_weight(tiles[i], values)
 
         for i, values in enumerate(self._map(weighted, list(range(len(tiles))))):
