@@ -2,11 +2,14 @@
 
 Run:  .venv/bin/python bench/validate_engine.py [--model A.safetensors --model B.safetensors ...]
       [--label NAME ...] [--args "RESTORE ARGS" ...] [--no-keep-clear] [--clear-weight W]
-Default model: the bundled one. Images: every real SAR triplet held out from training
+Default model: the bundled one. Images (``--images validation``, the default): every real SAR triplet held out from training
 (configs/bundled.toml's validation set: 4438, 5349, 6317 of ../shared/data/sen12mscr-triplets and both
 images of ../shared/data/sen12mscr-triplets-georef; ROIs1970_fall_139 is in the standard SEN12MS-CR test
 split). The S2-only pairs of the validation set have no SAR and cannot go through `mmcanet restore`:
 score them with `mmcanet evaluate --data ../shared/data/s2-cloudy-clear-pairs`.
+Two more sets check that a change to the inference path does not only suit those five:
+``--images trained`` (the 5 real triplets the bundled model was trained on) and ``--images simulated``
+(simulated clouds over 6 clear S1 + S2 pairs no bundled model saw).
 
 Per image: PSNR (dB), SSIM, MAE, SAM (degrees) of the restored file against the cloud-free reference, on
 the 0-1 scale, every band; and "struct": :func:`mmcanet.metrics.structure_correlation` (band-pass
@@ -37,6 +40,29 @@ DATA = ROOT.parent / "shared" / "data"
 IMAGES = [(DATA / "sen12mscr-triplets", t) for t in ("4438", "5349", "6317")] + [
     (DATA / "sen12mscr-triplets-georef", t) for t in ("ROIs1970_fall_139_p839", "ROIs2017_winter_112_p797")
 ]
+TRAINED = [(DATA / "sen12mscr-triplets", t) for t in ("1302", "4065", "4294", "5278", "6780")]
+"""The real triplets the bundled model WAS trained on: a check that a change does not undo what it learned
+(biased towards the network's own fill, which has seen these references)."""
+PAIRS = DATA / "s1s2-pairs"
+"""Clear S1 + S2 pairs of 6 places no bundled model was trained on; ``--images simulated`` puts simulated
+clouds over them (`mmcanet simulate --thickness mixed --coverage 0.5`, seed = index): a check on clouds
+like the training simulator's, thin haze included, where the network sees part of the ground."""
+
+
+def _image_set(name: str, tmp: Path) -> list[tuple[str, Path, Path, Path]]:
+    """``(id, S1, cloudy S2, clear S2)`` per image of the named set (simulated cloudy files go to ``tmp``)."""
+    if name != "simulated":
+        chosen = IMAGES if name == "validation" else TRAINED
+        return [(t, f / f"{t}_s1.tif", f / f"{t}_s2_cloudy.tif", f / f"{t}_s2_cloudfree.tif") for f, t in chosen]
+    exe = str(Path(sys.executable).parent / "mmcanet")
+    out = []
+    for i, clear in enumerate(sorted(PAIRS.glob("*_s2.tif"))):
+        tid = clear.name[: -len("_s2.tif")]
+        cloudy = tmp / f"{tid}_simulated.tif"
+        subprocess.run([exe, "simulate", "--input", str(clear), "--output", str(cloudy), "--seed", str(i),
+                        "--thickness", "mixed", "--coverage", "0.5"], check=True, capture_output=True)
+        out.append((tid, clear.with_name(f"{tid}_s1.tif"), cloudy, clear))
+    return out
 KEYS = ("psnr", "ssim", "mae", "sam", "struct")
 
 
@@ -54,6 +80,9 @@ def main() -> None:
                     "give one per --model or none")
     ap.add_argument("--no-keep-clear", action="store_true", help="restore every pixel (default: keep clear ones)")
     ap.add_argument("--clear-weight", type=float, help="passed to mmcanet restore (default: its default)")
+    ap.add_argument("--images", choices=("validation", "trained", "simulated"), default="validation",
+                    help="validation: the 5 held-out real triplets (default); trained: the 5 real triplets the "
+                    "bundled model was trained on; simulated: simulated clouds over 6 unseen S1+S2 pairs")
     args = ap.parse_args()
     models = args.model or [str(default_model_path())]
     labels = args.label or [Path(m).name for m in models]
@@ -62,7 +91,8 @@ def main() -> None:
     per_model = [shlex.split(a) for a in args.model_args] if args.model_args else [[] for _ in models]
     if len(per_model) != len(models):
         sys.exit("give one --args per --model (or none)")
-    missing = [str(f / f"{t}_s1.tif") for f, t in IMAGES if not (f / f"{t}_s1.tif").is_file()]
+    needed = [f / f"{t}_s1.tif" for f, t in IMAGES + TRAINED] + [PAIRS]
+    missing = [str(p) for p in needed if not p.exists()]
     if missing:
         sys.exit(f"validation images not found (the shared data is needed): {missing[:2]}")
     norm = Normalization()
@@ -76,14 +106,14 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     scores: dict[str, list[dict[str, float]]] = {lab: [] for lab in ["input (cloudy)", *labels]}
     with tempfile.TemporaryDirectory() as tmp:
-        for folder, tid in IMAGES:
-            cloudy, ref = read(folder / f"{tid}_s2_cloudy.tif"), read(folder / f"{tid}_s2_cloudfree.tif")
+        for tid, s1_path, cloudy_path, clear_path in _image_set(args.images, Path(tmp)):
+            cloudy, ref = read(cloudy_path), read(clear_path)
             cloud = detect_clouds(cloudy).cloud
             results = {"input (cloudy)": cloudy}
             for model, lab, margs in zip(models, labels, per_model, strict=True):
                 out = Path(tmp) / f"{tid}_{len(results)}.tif"
-                subprocess.run([exe, "restore", "--sar", str(folder / f"{tid}_s1.tif"), "--optical",
-                                str(folder / f"{tid}_s2_cloudy.tif"), "--output", str(out), "--model", model, flag, *extra, *margs],
+                subprocess.run([exe, "restore", "--sar", str(s1_path), "--optical", str(cloudy_path),
+                                "--output", str(out), "--model", model, flag, *extra, *margs],
                                check=True, capture_output=True)
                 results[lab] = read(out)
             for lab, pred in results.items():

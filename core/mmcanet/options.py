@@ -42,6 +42,11 @@ DEFAULT_HARMONISE = 64
 """Scale (px) of :func:`mmcanet.inference.blending.harmonise_fill`'s local means; 0 turns it off."""
 MAX_HARMONISE = 512
 """Largest harmonisation scale (px) accepted."""
+DEFAULT_SAR_STRUCTURE = 8
+"""Scale (px) below which :func:`mmcanet.inference.sar_structure.transfer_sar_structure` replaces the fill's
+detail by the detail the SAR predicts; 0 turns it off."""
+MAX_SAR_STRUCTURE = 64
+"""Largest SAR structure scale (px) accepted."""
 DEFAULT_PRECISION = "auto"
 DEFAULT_OVERVIEWS = True  # only outputs >= 1024 px on a side get them (mmcanet.raster_write.OVERVIEW_MIN_SIZE)
 DEFAULT_COG = False  # a COG costs one more copy of the output; plain tiled GeoTIFFs with overviews draw as fast
@@ -84,6 +89,8 @@ class RestoreOptions:
         harmonise: scale (px) over which the fill under the cloud mask takes the local brightness of the
             restored clear pixels around it (one factor for all bands, weighted by how much clear land is
             near); 0 = off. Corrects the fill's drift towards the training set's level (docs/QUALITY.md).
+        sar_structure: scale (px) below which the fill's detail under the cloud mask is replaced by the
+            detail the SAR predicts, from a ridge regression fitted per tile on its clear pixels; 0 = off.
         threads: CPU threads for torch; None = automatic (see :func:`mmcanet.devices.configure_threads`).
         extent: area of interest ``(xmin, ymin, xmax, ymax)``; None = the whole optical image. Only the
             optical pixels it touches are read, restored and written (snapped outward to the optical
@@ -117,6 +124,7 @@ class RestoreOptions:
     feather: int = DEFAULT_FEATHER
     clear_weight: float = DEFAULT_CLEAR_WEIGHT
     harmonise: int = DEFAULT_HARMONISE
+    sar_structure: int = DEFAULT_SAR_STRUCTURE
     smooth_coarse_bands: bool = True
     threads: int | None = None
     extent: tuple[float, float, float, float] | None = None
@@ -178,6 +186,8 @@ def problems(options: RestoreOptions) -> list[str]:
         found.append(f"feather {options.feather}: must be >= 0")
     if not 0 <= options.harmonise <= MAX_HARMONISE:
         found.append(f"harmonise {options.harmonise}: must be a scale from 0 (off) to {MAX_HARMONISE} px")
+    if not 0 <= options.sar_structure <= MAX_SAR_STRUCTURE:
+        found.append(f"SAR structure {options.sar_structure}: must be a scale from 0 (off) to {MAX_SAR_STRUCTURE} px")
     if not 0.0 <= options.clear_weight <= 1.0:
         found.append(f"clear weight {options.clear_weight}: must be between 0 (keep clear pixels) and 1 (restore them)")
     if options.precision not in PRECISION_CHOICES:

@@ -96,6 +96,7 @@ class RemoveCloudsAlgorithm(MMCANetAlgorithm):
     EXTENT = "EXTENT"
     OVERVIEWS = "OVERVIEWS"
     HARMONISE = "HARMONISE"
+    SAR_STRUCTURE = "SAR_STRUCTURE"
     COG = "COG"
     MASK_OUTPUT = "MASK_OUTPUT"
     UNCERTAINTY_OUTPUT = "UNCERTAINTY_OUTPUT"
@@ -141,7 +142,9 @@ class RemoveCloudsAlgorithm(MMCANetAlgorithm):
         "Advanced: tile size / overlap in pixels (left 'Not set': the values stored in the model file), "
         "batch size (tiles per step; lower it if memory runs out); fill harmonisation (the fill under "
         "cloud takes the brightness of the clear land around it, measured over this many pixels; 0 turns it "
-        "off); overviews (built into every output of "
+        "off); SAR structure (under cloud, the detail finer than this many pixels is predicted from the SAR by "
+        "a regression fitted on each tile's clear pixels, so field edges, rivers and roads the SAR shows appear "
+        "in the fill; 0 turns it off); overviews (built into every output of "
         "1024 px or more on a side, so QGIS draws zoomed-out views fast; off saves their write time and about "
         "a third of the file size); Cloud-Optimised GeoTIFF (for sharing the files, e.g. over HTTP; one more "
         "copy of each output at the end of the run)."
@@ -181,6 +184,11 @@ class RemoveCloudsAlgorithm(MMCANetAlgorithm):
                                "the clear land around it (0: off)"),
             type=INTEGER, defaultValue=core_options.DEFAULT_HARMONISE, minValue=0,
             maxValue=core_options.MAX_HARMONISE)))
+        self.addParameter(advanced(QgsProcessingParameterNumber(
+            self.SAR_STRUCTURE, tr("SAR structure: under clouds, detail finer than this many pixels comes from the "
+                                   "SAR, as the clear pixels of each tile relate it to the optical (0: off)"),
+            type=INTEGER, defaultValue=core_options.DEFAULT_SAR_STRUCTURE, minValue=0,
+            maxValue=core_options.MAX_SAR_STRUCTURE)))
         self.addParameter(advanced(QgsProcessingParameterBoolean(
             self.OVERVIEWS, tr("Build overviews (outputs of 1024 px or more on a side; QGIS draws them faster)"),
             defaultValue=core_options.DEFAULT_OVERVIEWS)))
@@ -223,6 +231,7 @@ class RemoveCloudsAlgorithm(MMCANetAlgorithm):
             "uncertainty_output": self.output_path(parameters, self.UNCERTAINTY_OUTPUT, context),
             "change_output": self.change_output(parameters, context),
             "harmonise": self.parameterAsInt(parameters, self.HARMONISE, context),
+            "sar_structure": self.parameterAsInt(parameters, self.SAR_STRUCTURE, context),
             "overviews": self.parameterAsBool(parameters, self.OVERVIEWS, context),
             "cog": self.parameterAsBool(parameters, self.COG, context),
         }

@@ -31,7 +31,7 @@ pixels and exact values, which the smoothing of coarse bands under cloud (tested
 
 def run(model: nn.Module, s1: Path, s2: Path, out: Path, card: Card | None = None, log: Any = None, **kw: Any) -> Any:
     kw = {**PLUMBING, **kw}
-    return restore_scene_with_model(model, card or Card(), RestoreOptions(sar=s1, optical=s2, output=out, **{"harmonise": 0, **kw}), log=log)
+    return restore_scene_with_model(model, card or Card(), RestoreOptions(sar=s1, optical=s2, output=out, **{"harmonise": 0, "sar_structure": 0, **kw}), log=log)
 
 
 def files(folder: Path) -> list[str]:
@@ -396,7 +396,7 @@ def test_real_triplet_with_clouds_runs_the_model_on_them(shared_data: Path, tmp_
     res = restore_scene_with_model(
         Constant(0.25), Card(tile_size=128, overlap=32),
         RestoreOptions(sar=d / "4438_s1.tif", optical=d / "4438_s2_cloudy.tif", output=tmp_path / "o.tif",
-                       cloud_mask=d / "4438_cloudmask.tif", feather=0, keep_clear=True),
+                       cloud_mask=d / "4438_cloudmask.tif", feather=0, keep_clear=True, sar_structure=0),
     )
     mask = rasters.read(d / "4438_cloudmask.tif")[0] != 0
     out, src = rasters.read(res.output), rasters.read(d / "4438_s2_cloudy.tif")

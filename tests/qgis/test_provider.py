@@ -59,7 +59,7 @@ def test_remove_clouds_flags_expert_options_advanced(provider: Any) -> None:
     alg = provider.algorithm("remove_clouds")
     advanced = {p.name() for p in alg.parameterDefinitions()
                 if p.flags() & QgsProcessingParameterDefinition.FlagAdvanced}
-    assert advanced == {"TILE_SIZE", "OVERLAP", "BATCH_SIZE", "HARMONISE", "OVERVIEWS", "COG"}
+    assert advanced == {"TILE_SIZE", "OVERLAP", "BATCH_SIZE", "HARMONISE", "SAR_STRUCTURE", "OVERVIEWS", "COG"}
     assert alg.parameterDefinition("STRATEGY").options()[0] == "model default"
     assert alg.parameterDefinition("DEVICE").options() == ["auto", "cpu", "cuda"]
 

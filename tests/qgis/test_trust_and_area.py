@@ -158,6 +158,20 @@ def test_harmonise_goes_to_the_core_with_the_core_default(provider: Any, scene: 
     assert alg.restore_options({**params, "HARMONISE": 16}, context)["harmonise"] == 16
 
 
+def test_sar_structure_goes_to_the_core_with_the_core_default(provider: Any, scene: dict[str, Path], tmp_path: Path) -> None:
+    from mmcanet.options import DEFAULT_SAR_STRUCTURE, MAX_SAR_STRUCTURE
+
+    alg = provider.algorithm("remove_clouds").create()
+    params = {"SAR": str(scene["s1"]), "OPTICAL": str(scene["s2"]), "OUTPUT": str(tmp_path / "o.tif")}
+    context = QgsProcessingContext()
+    definition = alg.parameterDefinition("SAR_STRUCTURE")
+    assert definition.defaultValue() == DEFAULT_SAR_STRUCTURE == 8
+    assert (definition.minimum(), definition.maximum()) == (0, MAX_SAR_STRUCTURE)
+    assert alg.restore_options(params, context)["sar_structure"] == DEFAULT_SAR_STRUCTURE
+    assert alg.restore_options({**params, "SAR_STRUCTURE": 0}, context)["sar_structure"] == 0
+    assert alg.restore_options({**params, "SAR_STRUCTURE": 12}, context)["sar_structure"] == 12
+
+
 def test_remove_clouds_on_an_area_of_interest(provider: Any, scene: dict[str, Path], tiny_model: Path,
                                               tmp_path: Path) -> None:
     import processing
@@ -395,7 +409,7 @@ def test_selected_polygons_are_the_area_of_interest(make_dock: Callable[[], Any]
         options = alg.restore_options({**parameters, **extra, "OUTPUT": str(tmp_path / f"{name}.tif"),
                                        "MASK_OUTPUT": None, "UNCERTAINTY_OUTPUT": None}, context)
         options.pop("model", None)
-        options["harmonise"] = 0  # pixelwise end to end: the fill harmonisation looks ~200 px around a pixel
+        options["harmonise"] = options["sar_structure"] = 0  # pixelwise end to end: the fill harmonisation looks ~200 px around a pixel
         outputs[name] = restore_scene_with_model(SarEcho(), Card(), RestoreOptions(**options)).output
     ds = gdal.Open(str(outputs["aoi"]))
     assert (ds.RasterXSize, ds.RasterYSize) == (32, 27)

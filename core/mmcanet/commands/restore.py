@@ -105,6 +105,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "pixels around it; 0 turns it off (default: %(default)s)",
     )
     m.add_argument(
+        "--sar-structure",
+        type=int,
+        default=d["sar_structure"],
+        metavar="PX",
+        help="under the cloud mask, replace the fill's detail finer than PX pixels by the detail the SAR "
+        "predicts (a regression fitted per tile on its clear pixels); 0 turns it off (default: %(default)s)",
+    )
+    m.add_argument(
         "--smooth-coarse-bands",
         action=argparse.BooleanOptionalAction,
         default=d["smooth_coarse_bands"],
@@ -225,6 +233,7 @@ def run(args: argparse.Namespace) -> int:
         "keep_clear": args.keep_clear,
         "clear_weight": args.clear_weight,
         "harmonise": args.harmonise,
+        "sar_structure": args.sar_structure,
         "smooth_coarse_bands": args.smooth_coarse_bands,
         "sar_units": args.sar_units,
         "threads": args.threads,

@@ -25,6 +25,7 @@ from . import blending
 from .batches import BatchRunner
 from .inputs import ModelCardLike, SceneInputs, model_band_map, output_band_map
 from .memory import MemoryGuard
+from .sar_structure import transfer_sar_structure
 from .strips import Prefetch, Strip, StripReader
 from .tiling import Tile, TilePlan, plan_tiles
 from .tuning import EngineTuning
@@ -184,10 +185,14 @@ class SceneRunner:
             w = tiles[i].window
             rows = slice(w.row_off - strip.row_off, w.row_end - strip.row_off)
             restored, mask = outputs.get(i), masks[i]
+            cols = slice(w.col_off, w.col_end)
             if restored is not None and mask is not None and self.opts.harmonise > 0:
-                restored = blending.harmonise_fill(restored, mask, strip.invalid[rows, w.col_off : w.col_end],
-                                                   self.opts.harmonise)
-            values = blending.composite_tile(restored, alphas[i], strip.s2_dn[:, rows, w.col_off : w.col_end],
+                restored = blending.harmonise_fill(restored, mask, strip.invalid[rows, cols], self.opts.harmonise)
+            if restored is not None and mask is not None and self.opts.sar_structure > 0:
+                optical = strip.s2_dn[:, rows, cols].astype(np.float32) * np.float32(1.0 / scale)
+                restored = transfer_sar_structure(restored, optical, strip.s1_db[:, rows, cols], mask,
+                                                  strip.invalid[rows, cols], self.opts.sar_structure)
+            values = blending.composite_tile(restored, alphas[i], strip.s2_dn[:, rows, cols],
                                              mask, scale, errors.get(i), self.kept_error if self.with_error else None)
             return self.acc.apply_weight(tiles[i], values)
 

@@ -86,7 +86,7 @@ def pair(tmp_path: Path) -> dict[str, Path]:
 
 def _restore(pair: dict[str, Path], out: Path, **kw: object) -> object:
     # harmonise 0: the fill harmonisation looks ~200 px around each pixel, like a model with context would
-    opts = RestoreOptions(sar=pair["s1"], optical=pair["s2"], output=out, keep_clear=False, harmonise=0, **kw)  # type: ignore[arg-type]
+    opts = RestoreOptions(sar=pair["s1"], optical=pair["s2"], output=out, keep_clear=False, harmonise=0, sar_structure=0, **kw)  # type: ignore[arg-type]
     return restore_scene_with_model(SarEcho(), Card(), opts)
 
 

@@ -32,7 +32,7 @@ class Card(ToyCard):
     name: str = "test-model"
 
 
-PLUMBING = {"keep_clear": True, "smooth_coarse_bands": False, "harmonise": 0}
+PLUMBING = {"keep_clear": True, "smooth_coarse_bands": False, "harmonise": 0, "sar_structure": 0}
 """Settings of these plumbing tests unless a test says otherwise: the rules here are about keeping clear
 pixels and exact values, which the smoothing of coarse bands under cloud and the fill harmonisation
 (each tested on its own) would change."""
@@ -179,7 +179,7 @@ def test_partial_overlap_restores_outside_the_sar_from_the_optical_alone(make_s2
     logs: list[str] = []
     res = restore_scene_with_model(
         Identity(), Card(), RestoreOptions(sar=sar, optical=s2, output=tmp_path / "o.tif", keep_clear=False, smooth_coarse_bands=False,
-                                          harmonise=0),
+                                          harmonise=0, sar_structure=0),
         log=logs.append
     )
     out, src = rasters.read(res.output), rasters.read(s2)
@@ -334,7 +334,8 @@ def test_keep_clear_with_given_mask(tmp_path: Path) -> None:
     mask = rasters.write_raster(tmp_path / "mask.tif", m, geotransform=rasters.default_geotransform())
     rec = Recorder()
     res = restore_scene_with_model(
-        Constant(0.5), Card(), RestoreOptions(sar=s1, optical=s2, output=tmp_path / "o.tif", cloud_mask=mask, feather=2, keep_clear=True)
+        Constant(0.5), Card(), RestoreOptions(sar=s1, optical=s2, output=tmp_path / "o.tif", cloud_mask=mask, feather=2, keep_clear=True,
+                                              sar_structure=0)  # the fill exactly as the model gave it
     )
     out, src = rasters.read(res.output), rasters.read(s2)
     assert (out[:, 10:30, 20:40] == 5000).all()  # cloud: restored
@@ -582,14 +583,15 @@ def _masked_scene(tmp_path: Path) -> tuple[Path, Path, Path]:
 def test_default_restores_every_pixel(tmp_path: Path) -> None:
     s1, s2, mask = _masked_scene(tmp_path)
     res = restore_scene_with_model(Constant(0.5), Card(), RestoreOptions(sar=s1, optical=s2, output=tmp_path / "o.tif",
-                                                                         cloud_mask=mask))
+                                                                         cloud_mask=mask, sar_structure=0))
     assert (rasters.read(res.output) == 5000).all()
 
 
 def test_clear_weight_blends_clear_pixels(tmp_path: Path) -> None:
     s1, s2, mask = _masked_scene(tmp_path)
     res = restore_scene_with_model(Constant(0.5), Card(), RestoreOptions(
-        sar=s1, optical=s2, output=tmp_path / "o.tif", cloud_mask=mask, keep_clear=True, clear_weight=0.25, feather=0))
+        sar=s1, optical=s2, output=tmp_path / "o.tif", cloud_mask=mask, keep_clear=True, clear_weight=0.25, feather=0,
+        sar_structure=0))
     out, src = rasters.read(res.output).astype(np.float64), rasters.read(s2).astype(np.float64)
     assert (out[:, 12:36, 16:48] == 5000).all()
     clear = np.ones(out.shape[1:], bool)
@@ -606,7 +608,7 @@ def test_model_sees_coarse_bands_smoothed_only_under_cloud(tmp_path: Path) -> No
     seen = {}
     for smooth in (False, True):
         res = restore_scene_with_model(Identity(), Card(), RestoreOptions(
-            sar=s1, optical=s2, output=tmp_path / f"{smooth}.tif", cloud_mask=mask, smooth_coarse_bands=smooth, harmonise=0))
+            sar=s1, optical=s2, output=tmp_path / f"{smooth}.tif", cloud_mask=mask, smooth_coarse_bands=smooth, harmonise=0, sar_structure=0))
         seen[smooth] = rasters.read(res.output).astype(np.int64)
     raw, smoothed = seen[False], seen[True]
     np.testing.assert_array_equal(raw, rasters.read(s2))
@@ -623,7 +625,7 @@ def test_harmonise_scales_only_the_fill_and_keeps_its_spectral_shape(tmp_path: P
     out = {}
     for h in (0, 64):
         res = restore_scene_with_model(Identity(), Card(), RestoreOptions(
-            sar=s1, optical=s2, output=tmp_path / f"h{h}.tif", cloud_mask=mask, smooth_coarse_bands=False, harmonise=h))
+            sar=s1, optical=s2, output=tmp_path / f"h{h}.tif", cloud_mask=mask, smooth_coarse_bands=False, harmonise=h, sar_structure=0))
         out[h] = rasters.read(res.output).astype(np.float64)
     off, on = out[0], out[64]
     far = np.ones(off.shape[1:], bool)
@@ -636,3 +638,48 @@ def test_harmonise_scales_only_the_fill_and_keeps_its_spectral_shape(tmp_path: P
     assert np.ptp(ratio, axis=0).max() < 2e-3 * ratio.mean() + 2 / off[:, inside].min()  # ... by one factor per pixel
     with pytest.raises(InputError, match="harmonise"):
         restore_scene_with_model(Identity(), Card(), RestoreOptions(sar=s1, optical=s2, output=tmp_path / "x.tif", harmonise=-1))
+
+
+def test_sar_structure_draws_the_sar_fields_into_the_fill_and_nothing_else(tmp_path: Path) -> None:
+    """With a flat fill (a constant model), the engine's SAR structure transfer puts the fields the SAR
+    shows into the masked pixels, with the optical's own gain per band; pixels away from the mask keep
+    exactly what the model gave; a scale out of range is refused before any work."""
+    h, w = 96, 128
+    rng = np.random.default_rng(5)
+    fields = np.kron(rng.normal(0, 1, (h // 4, w // 4)), np.ones((4, 4))).astype(np.float32)
+    sar = np.stack([-12 + 3 * fields, -19 + 2 * fields]).astype(np.float32)
+    base = np.array(rasters.LAND_DN, np.float32)[:, None, None]
+    gain = 0.08 * base
+    clear = np.clip(base + gain * fields, 1, 10000).astype(np.uint16)
+    cloudy = clear.copy()
+    cloudy[:, 30:70, 40:100] = 6000  # thick cloud: nothing of the ground shows
+    m = np.zeros((h, w), np.uint8)
+    m[30:70, 40:100] = 1
+    s1 = rasters.write_s1(tmp_path / "s1.tif", h, w, array=sar)
+    s2 = rasters.write_s2(tmp_path / "s2.tif", h, w, array=cloudy)
+    mask = rasters.write_raster(tmp_path / "mask.tif", m, geotransform=rasters.default_geotransform())
+    out = {}
+    for px in (0, 8):
+        res = restore_scene_with_model(Constant(0.2), Card(), RestoreOptions(
+            sar=s1, optical=s2, output=tmp_path / f"s{px}.tif", cloud_mask=mask, harmonise=0, sar_structure=px,
+            tile_size=96, overlap=16))  # the toy card's 32 px tiles hold too few clear pixels to fit on
+        out[px] = rasters.read(res.output).astype(np.float64)
+    off, on = out[0], out[8]
+    assert (off == 2000).all()  # the constant model everywhere (every pixel restored by default)
+    far = np.ones((h, w), bool)
+    far[27:73, 37:103] = False  # the mask and its soft edge
+    np.testing.assert_array_equal(on[:, far], off[:, far])
+    inner = (slice(38, 62), slice(48, 92))
+    truth = clear.astype(np.float64)
+    from mmcanet.clouds.detect import box_mean
+
+    for b in (1, 7, 11):  # B2, B8, B11: each band's own contrast
+        # the detail below ~8 px, which is what the transfer predicts (the level stays the model's)
+        got = (on[b] - box_mean(on[b], 6))[inner]
+        want = (truth[b] - box_mean(truth[b], 6))[inner]
+        assert np.corrcoef(got.ravel(), want.ravel())[0, 1] > 0.8
+        assert 0.5 < np.polyfit(want.ravel(), got.ravel(), 1)[0] < 1.3
+    with pytest.raises(InputError, match="SAR structure"):
+        restore_scene_with_model(Constant(0.2), Card(), RestoreOptions(sar=s1, optical=s2, output=tmp_path / "x.tif",
+                                                                       sar_structure=-1))
+    assert not (tmp_path / "x.tif").exists()
