@@ -35,7 +35,7 @@ install-plugin: setup  ## install the plugin + its dependencies into the current
 package: setup  ## build dist/mmcanet_qgis.zip for QGIS "Install from ZIP"
 	$(PY) scripts/package_plugin.py --out dist
 
-screenshot: setup  ## docs/screenshot.png: the dock in a real QGIS window under Xvfb
+screenshot: setup  ## docs/screenshot*.png: the dock, before/after and an area run in a real QGIS window under Xvfb
 	./scripts/screenshot.sh
 
 bench: setup  ## model speed/compute table (bench/bench_models.py), engine and I/O benchmarks
