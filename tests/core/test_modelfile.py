@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import re
 import struct
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+from mmcanet.bands import S2_BANDS_L2A
 from mmcanet.errors import ModelFileError
-from mmcanet.modelfile import ModelCard, load_model, read_card, save_model
+from mmcanet.modelfile import ModelCard, default_model_path, load_model, read_card, save_model
 from mmcanet.models import build_model, model_config
 
 CFG = {"widths": [8, 8, 16, 16], "heads": 2, "window": 4}
@@ -106,3 +109,96 @@ def test_core_imports_without_qgis_or_qt(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip().endswith("ok")
+
+
+def _resave(src: Path, dst: Path, change: Callable[[dict[str, torch.Tensor]], None]) -> Path:
+    """The same card with the weights changed (a tensor dropped, added ...), written by safetensors itself."""
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(src))
+    change(state)
+    save_file(state, str(dst), metadata={"mmcanet_card": read_card(src).to_json()})
+    return dst
+
+
+def test_weights_that_lack_or_add_tensors_are_named(model_file: Path, tmp_path: Path) -> None:
+    first = sorted(load_model(model_file)[0].state_dict())[0]
+    lacking = _resave(model_file, tmp_path / "lacking.safetensors", lambda s: s.pop(first))
+    with pytest.raises(ModelFileError, match=rf"lacking.safetensors: weights do not match the architecture in its card "
+                                             rf"\(missing 1 tensors e.g. \['{re.escape(first)}'\], unexpected 0 e.g. \[\]\)"):
+        load_model(lacking)
+    extra = _resave(model_file, tmp_path / "extra.safetensors", lambda s: s.update(spare=torch.zeros(3)))
+    with pytest.raises(ModelFileError, match=r"\(missing 0 tensors e.g. \[\], unexpected 1 e.g. \['spare'\]\)"):
+        load_model(extra)
+
+
+def test_the_bundled_model_is_the_default_and_loads_for_inference() -> None:
+    model, card = load_model()
+    assert card == read_card(default_model_path()) and not model.training
+    assert next(model.parameters()).device.type == "cpu"
+
+
+def test_a_model_for_12_band_level_2a_input_round_trips(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    model = build_model("mmcanet", "single", bands=12, **CFG).eval()
+    card = ModelCard(name="l2a", config=model_config("mmcanet", **CFG), s2_bands=S2_BANDS_L2A)
+    loaded, got = load_model(save_model(tmp_path / "l2a.safetensors", model, card))
+    assert got.s2_bands == S2_BANDS_L2A
+    s2, s1 = torch.rand(1, 12, 16, 16), torch.rand(1, 2, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(loaded(s2, s1), model(s2, s1))
+
+
+def test_save_makes_missing_folders_and_leaves_only_the_file(model_file: Path, tmp_path: Path) -> None:
+    model, card = load_model(model_file)
+    target = tmp_path / "a" / "b" / "m.safetensors"
+    assert save_model(target, model, card) == target
+    assert sorted(p.name for p in target.parent.iterdir()) == ["m.safetensors"]
+    assert read_card(target) == card
+
+
+def test_a_failed_save_keeps_the_old_file_and_says_why(model_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import safetensors.torch
+
+    model, card = load_model(model_file)
+    before = model_file.read_bytes()
+
+    def full_disk(*_: object, **__: object) -> None:
+        raise OSError(28, "No space left on device\nsecond line")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
+    with pytest.raises(ModelFileError) as info:
+        save_model(model_file, model, card)
+    assert str(info.value) == (f"{model_file}: the model file cannot be written ([Errno 28] No space left on device); "
+                               "is the disk full? An existing file of that name is kept")
+    assert model_file.read_bytes() == before
+    assert sorted(p.name for p in model_file.parent.iterdir()) == [model_file.name]
+
+
+def test_nan_weights_message_says_what_to_do(model_file: Path, tmp_path: Path) -> None:
+    name = sorted(load_model(model_file)[0].state_dict())[0]
+    bad = _resave(model_file, tmp_path / "nan.safetensors", lambda s: s[name].view(-1)[0].fill_(float("inf")))
+    with pytest.raises(ModelFileError) as info:
+        load_model(bad)
+    assert str(info.value) == (f"{bad}: the weights contain NaN or infinite values (1 tensor(s), e.g. {name!r}); "
+                               "the file is damaged or came from a diverged training: use another model file")
+
+
+def test_a_trust_predictor_in_the_card_is_attached_to_the_model(model_file: Path, tmp_path: Path) -> None:
+    from mmcanet.models.error_features import FeatureErrorModel
+
+    table = {"features": ["cloud", "log_bright"], "coef": [1.5, -0.5], "intercept": -4.0, "mean": [0.2, -2.0],
+             "std": [0.3, 0.5]}
+    with_trust = tmp_path / "trust.safetensors"
+    _rewrite_card(model_file, with_trust, {"trust": {"predictor": table, "kept_error": 0.01}})
+    model, card = load_model(with_trust)
+    assert isinstance(model.error_predictor, FeatureErrorModel) and card.has_error_head
+    assert model.error_predictor.to_card()["features"] == ["cloud", "log_bright"]
+    assert load_model(model_file)[0].error_predictor is None
+    unknown = tmp_path / "unknown.safetensors"
+    _rewrite_card(model_file, unknown, {"trust": {"predictor": {**table, "features": ["cloud", "moon_phase"]}}})
+    with pytest.raises(ModelFileError) as info:
+        load_model(unknown)
+    message = str(info.value)
+    assert message.startswith(f"{unknown}: trust predictor: unknown feature(s) ['moon_phase']")
+    assert message.endswith("; use a model file written for this version, or refit its trust layer with scripts/fit_trust.py")
