@@ -34,7 +34,7 @@ MODULES: dict[str, dict[str, list[str]]] = {
                   "tests": ["tests/core/test_rules_nodata.py", "tests/core/inference/test_scene.py"]},
     "strips": {"file": ["inference/strips.py"], "tests": ["tests/core/test_rules_nodata.py"]},
     "modelfile": {"file": ["modelfile.py"], "tests": ["tests/core/test_modelfile.py", "tests/core/test_model_card_rules.py",
-                                                    "tests/core/test_safety.py", "tests/core/test_trust.py"]},
+                                                    "tests/core/test_safety.py"]},
     "split": {"file": ["sen12mscr.py"], "tests": ["tests/core/test_split_table.py", "tests/core/test_datasets.py"],
               "functions": ["sen12mscr_split_of", "index_sen12mscr", "_counterpart"]},
     "metrics": {"file": ["metrics.py"], "tests": ["tests/core/test_metrics.py"]},
@@ -57,6 +57,7 @@ def _layout(name: str, spec: dict[str, list[str]]) -> Path:
         'source_paths = ["src"]\n'
         f"only_mutate = [{files}]\n"
         f"pytest_add_cli_args_test_selection = [{tests}]\n"
+        'also_copy = ["resources"]\n'  # the bundled model, which some tests load by its default path
         # the rule modules are core (no QGIS): pytest-qgis's QgsApplication teardown aborts inside mutmut's harness
         # (every mutant then reads "other", 0 % killed), so the plugin stays off
         'pytest_add_cli_args = ["-p", "no:cacheprovider", "-p", "no:pytest_qgis", "-q", "-x"]\n'

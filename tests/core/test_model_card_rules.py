@@ -90,15 +90,15 @@ PREDICTOR_ERRORS = {
     "a list": ([1, 2], "trust.predictor must be a table, got [1, 2]"),
     "no intercept": (_predictor(intercept=None), "trust.predictor lacks intercept"),
     "no features, coef": ({"mean": [0.0], "std": [1.0], "intercept": 0.0}, "trust.predictor lacks features, coef"),
-    "lengths differ": (_predictor(coef=[0.5]), "features, coef, mean and std must be non-empty lists of one length"),
+    "lengths differ": (_predictor(coef=[0.5]), "(trust.predictor: features, coef, mean and std must be non-empty lists of one length)"),
     "empty lists": (_predictor(features=[], coef=[], mean=[], std=[]), "must be non-empty lists of one length"),
     "std not a list": (_predictor(std=1.0), "must be non-empty lists of one length"),
     "feature not a name": (_predictor(features=["a", 2]), "trust.predictor.features must be feature names, got ['a', 2]"),
-    "text coefficient": (_predictor(coef=[0.5, "1"]), "coef, intercept, mean and std must be finite numbers"),
+    "text coefficient": (_predictor(coef=[0.5, "1"]), "(trust.predictor: coef, intercept, mean and std must be finite numbers)"),
     "boolean mean": (_predictor(mean=[True, 1.0]), "must be finite numbers"),
     "huge std": (_predictor(std=[1.0, 1e6]), "must be finite numbers"),
     "huge intercept": (_predictor(intercept=-2e6), "must be finite numbers"),
-    "zero std": (_predictor(std=[1.0, 0.0]), "trust.predictor.std must be > 0"),
+    "zero std": (_predictor(std=[1.0, 0.0]), "(trust.predictor.std must be > 0)"),
     "negative std": (_predictor(std=[-1.0, 1.0]), "trust.predictor.std must be > 0"),
 }
 
@@ -199,6 +199,8 @@ def test_read_card_accepts_a_consistent_header(tmp_path: Path) -> None:
 HEADER_ERRORS: dict[str, tuple[Any, bytes, int | None, str]] = {
     "tensor past the end": ({"__metadata__": _card_meta(), "w": {"data_offsets": [0, 9]}}, b"\0" * 8, None,
                             "truncated model file ("),
+    "header of one byte": (7, b"", None, "header is not an object"),
+    "header length with the top bit set": ({}, b"", 1 << 63, "(header length 9223372036854775808, file"),
     "negative offset": ({"__metadata__": _card_meta(), "w": {"data_offsets": [-1, 4]}}, b"\0" * 8, None,
                         "tensor 'w' has no valid data_offsets"),
     "boolean offset": ({"__metadata__": _card_meta(), "w": {"data_offsets": [False, 4]}}, b"\0" * 8, None,
@@ -240,3 +242,12 @@ def test_short_unreadable_and_missing_files_are_named(tmp_path: Path) -> None:
         read_card(tmp_path / "nope.safetensors")
     with pytest.raises(ModelFileError, match="model file not found"):
         read_card(tmp_path)  # a folder is not a model file
+
+
+def test_a_truncated_file_says_how_many_bytes_its_tensors_need(tmp_path: Path) -> None:
+    header = {"__metadata__": _card_meta(), "w": {"dtype": "F32", "shape": [3], "data_offsets": [0, 12]}}
+    path = _file(tmp_path, header, b"\0" * 8)
+    n = len(json.dumps(header).encode())
+    with pytest.raises(ModelFileError) as info:
+        read_card(path)
+    assert str(info.value) == f"{path}: truncated model file ({8 + n + 8} bytes, tensors need {8 + n + 12})"
