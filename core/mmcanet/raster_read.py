@@ -50,6 +50,18 @@ class RasterInfo:
     descriptions: tuple[str, ...]
 
 
+THREADED_DECODING_MIN_VERSION = 3070100
+"""GDAL from which GeoTIFFs are opened with ``NUM_THREADS`` (multi-threaded block decoding). GDAL 3.6 added
+it, but its 3.6.x code path can crash the process (rasterio issue 2847, fixed in GDAL 3.7.1 by OSGeo/gdal
+PR 7963); on Debian 12's GDAL 3.6.2 the test suite segfaulted in ``GetProjection`` on such a dataset
+opened in a QGIS task thread. Older GDALs decode on one thread: slower reads, no crash."""
+
+
+def threaded_decoding_is_safe() -> bool:
+    """Whether this GDAL decodes GeoTIFF blocks on several threads without the 3.6.x crash."""
+    return int(gdal.VersionInfo("VERSION_NUM")) >= THREADED_DECODING_MIN_VERSION
+
+
 def open_raster(path: str | os.PathLike[str], what: str, shown: str | None = None) -> tuple[gdal.Dataset, RasterInfo]:
     """Open a raster read-only and describe it.
 
@@ -74,7 +86,7 @@ def open_raster(path: str | os.PathLike[str], what: str, shown: str | None = Non
     if os.path.isdir(p):
         raise InputError(f"{label}: is a folder, expected a raster file")
     ds = gdal_call(gdal.OpenEx, p, gdal.OF_RASTER | gdal.OF_READONLY, what=f"{label}: cannot be opened as a raster")
-    if ds.GetDriver().ShortName == "GTiff":  # decode compressed blocks on this rank's cores (GDAL >= 3.6)
+    if ds.GetDriver().ShortName == "GTiff" and threaded_decoding_is_safe():  # decode blocks on this rank's cores
         with gdal_errors():
             threaded = gdal.OpenEx(p, gdal.OF_RASTER | gdal.OF_READONLY, open_options=[f"NUM_THREADS={gdal_threads()}"])
         if threaded is not None:

@@ -134,3 +134,14 @@ def test_align_same_grid_is_not_warped(make_s2, make_s1) -> None:  # noqa: ANN00
     a = align_to(sds, si, oi, what="sar", ref_what="optical")
     assert not a.warped and a.coverage == 1.0
 
+
+
+def test_threaded_decoding_only_where_gdal_has_it_without_the_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GDAL 3.6.x's multi-threaded GeoTIFF decoding can crash the process: it is used from 3.7.1 on only."""
+    from mmcanet import raster_read
+
+    version = int(gdal.VersionInfo("VERSION_NUM"))
+    assert raster_read.threaded_decoding_is_safe() == (version >= 3070100)
+    for num, safe in (("3060200", False), ("3070000", False), ("3070100", True), ("3080400", True)):
+        monkeypatch.setattr(raster_read.gdal, "VersionInfo", lambda _key, n=num: n)
+        assert raster_read.threaded_decoding_is_safe() is safe
