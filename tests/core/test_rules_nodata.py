@@ -130,6 +130,17 @@ def test_sar_nodata_value_in_vh_only_is_restored_from_the_optical(tmp_path: Path
     assert (out == 3000).all() and res.sar_missing_fraction == pytest.approx(40 / (H * W))
 
 
+def test_nan_and_the_sar_nodata_value_both_count_as_missing(tmp_path: Path) -> None:
+    """Both kinds of gap in one file: NaN in VV in one block, the declared nodata in VH in another."""
+    sar = rasters.s1_array(H, W)
+    sar[0, 2:4, 2:12] = np.nan  # 20 px
+    sar[1, 30:34, 30:40] = -9999.0  # 40 px
+    s1 = rasters.write_s1(tmp_path / "s1.tif", H, W, array=sar, nodata=-9999.0)
+    s2 = rasters.write_s2(tmp_path / "s2.tif", H, W)
+    res = run(Constant(0.3), s1, s2, tmp_path / "o.tif", keep_clear=False)
+    assert (rasters.read(res.output) == 3000).all() and res.sar_missing_fraction == pytest.approx(60 / (H * W))
+
+
 def test_zero_linear_power_in_vh_only_is_restored_from_the_optical(tmp_path: Path) -> None:
     sar = rasters.s1_array(H, W, linear=True)
     sar[1, 5:9, 30:40] = 0.0  # -inf dB: no measurement
