@@ -57,7 +57,9 @@ def test_same_grid_tolerates_only_rounding() -> None:
 
 def test_north_up_and_bounds() -> None:
     assert _is_north_up((0, 10, 0, 0, 0, -10))
-    for gt in ((0, 10, 1, 0, 0, -10), (0, 10, 0, 0, 1, -10), (0, -10, 0, 0, 0, -10), (0, 10, 0, 0, 0, 10), (0, 0, 0, 0, 0, -10)):
+    assert _is_north_up((0, 0.5, 0, 0, 0, -0.5))  # sub-unit pixels (degrees) are north-up too
+    for gt in ((0, 10, 1, 0, 0, -10), (0, 10, 0, 0, 1, -10), (0, -10, 0, 0, 0, -10), (0, 10, 0, 0, 0, 10),
+               (0, 0, 0, 0, 0, -10), (0, 10, 0, 0, 0, 0), (0, 10, 0, 0, 0, 0.5)):
         assert not _is_north_up(gt)
     assert _bounds(_info(width=40, height=30, gt=(100.0, 10, 0, 500.0, 0, -10))) == (100.0, 200.0, 500.0, 500.0)
     assert _bounds(_info(width=4, height=3, gt=(100.0, -10, 0, 500.0, 0, 10))) == (60.0, 500.0, 100.0, 530.0)
@@ -141,11 +143,12 @@ def test_a_mask_is_warped_nearest_with_its_nodata_kept(tmp_path: Path) -> None:
 
 def test_rasters_without_georeferencing(tmp_path: Path) -> None:
     s2 = rasters.write_s2(tmp_path / "s2.tif", 30, 40, epsg=None)
-    plain = rasters.write_raster(tmp_path / "s1.tif", np.zeros((2, 30, 40), np.float32), epsg=None, geotransform=None)
+    plain = rasters.write_raster(tmp_path / "s1.tif", np.zeros((2, 30, 40), np.float32), epsg=None, geotransform=None,
+                                 nodata=-9999.0)
     (ds, info), (_, ref) = open_raster(plain, "SAR"), open_raster(s2, "optical")
     warn: list[str] = []
     al = align_to(ds, info, ref, what="SAR 'a'", ref_what="optical 'b'", warn=warn.append)
-    assert not al.warped and al.coverage == 1.0
+    assert al.warped is False and al.coverage == 1.0 and al.nodata == -9999.0 and al.source is ds and al.dataset is ds
     assert warn == ["SAR 'a' and optical 'b' have no georeferencing; assuming they are co-registered (same size)"]
     _, georef = open_raster(rasters.write_s2(tmp_path / "g.tif", 30, 40), "optical")
     warn.clear()
