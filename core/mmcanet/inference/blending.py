@@ -47,12 +47,12 @@ EDGE_WEIGHT = 1e-3
 """Weight of a tile's outermost ``margin`` pixels where a neighbour overlaps them (> 0, so never 0 / 0)."""
 
 
-def ramp(length: int, taper: int, start: bool, end: bool, margin: int | None = None) -> np.ndarray:
+def ramp(length: int, taper: int, start: bool, end: bool) -> np.ndarray:
     """1-D blending weight of a tile along one axis.
 
     Models see zero/reflect padding at a tile's border, so their outermost pixels are the least
-    trustworthy: the first ``margin`` px of a ramp get a tiny weight (``EDGE_WEIGHT``), then a raised
-    cosine rises to 1 over the next ``taper - 2 * margin`` px. Two neighbours overlapping by ``taper``
+    trustworthy: the first ``taper // 4`` px (the margin) of a ramp get a tiny weight (``EDGE_WEIGHT``),
+    then a raised cosine rises to 1 over the next ``taper - 2 * margin`` px. Two neighbours overlapping by ``taper``
     px thus hand over smoothly in the middle of their overlap, each ignoring the other's border.
 
     Args:
@@ -60,14 +60,13 @@ def ramp(length: int, taper: int, start: bool, end: bool, margin: int | None = N
         taper: width of each ramp (px), normally the overlap; 0 gives a flat weight.
         start: taper at index 0 (there is a neighbour before).
         end: taper at index ``length - 1`` (there is a neighbour after).
-        margin: px at the border with the tiny weight; default ``taper // 4``.
 
     Returns:
         float32 ``(length,)`` in (0, 1].
     """
     w = np.ones(length, dtype=np.float64)
     if taper > 0:
-        m = taper // 4 if margin is None else max(0, min(margin, (taper - 1) // 2))
+        m = taper // 4
         rise = taper - 2 * m
         i = np.arange(length, dtype=np.float64)
         up = np.clip((i - m + 0.5) / rise, 0.0, 1.0)

@@ -130,3 +130,89 @@ def test_harmonise_fill_needs_clear_land_and_ignores_nodata() -> None:
     big[0, 0] = False
     out = harmonise_fill(restored, big, invalid, sigma=32)
     assert float(np.abs(out[:, 64, 64] - restored[:, 64, 64]).max()) < 1e-3
+
+
+# -- compositing and the soft weights, value by value (mutation survivors of blending) ----------------------
+
+
+def test_composite_tile_blends_values_and_the_predicted_error_with_alpha() -> None:
+    from mmcanet.inference.blending import composite_tile
+
+    rng = np.random.default_rng(3)
+    restored = rng.random((3, 4, 5), dtype=np.float32)
+    input_dn = rng.integers(0, 12000, (3, 4, 5)).astype(np.uint16)
+    alpha = rng.random((4, 5), dtype=np.float32)
+    mask = alpha > 0.5
+    error = rng.random((4, 5), dtype=np.float32) * 0.1
+    values = composite_tile(restored, alpha, input_dn, mask, 10000.0, error, 0.02)
+    assert values.shape == (5, 4, 5) and values.dtype == np.float32
+    np.testing.assert_allclose(values[:3], input_dn + alpha * (restored * 10000 - input_dn), rtol=1e-6)
+    np.testing.assert_array_equal(values[3], mask.astype(np.float32))
+    np.testing.assert_allclose(values[4], alpha * error + (1 - alpha) * 0.02, rtol=1e-5, atol=1e-7)
+    # no error channel from the model: kept pixels' error everywhere the alpha does not replace it
+    kept_only = composite_tile(restored, alpha, input_dn, None, 10000.0, None, 0.02)
+    assert kept_only.shape == (5, 4, 5)
+    np.testing.assert_array_equal(kept_only[3], np.zeros((4, 5), np.float32))  # no mask: 0
+    np.testing.assert_array_equal(kept_only[4], np.full((4, 5), 0.02, np.float32))
+    # without a trust layer no error plane at all
+    assert composite_tile(restored, alpha, input_dn, mask, 10000.0).shape == (4, 4, 5)
+    # not run (restored None): the input comes back exactly, even with alpha 1
+    ones = np.ones((4, 5), np.float32)
+    np.testing.assert_array_equal(composite_tile(None, ones, input_dn, None, 10000.0)[:3], input_dn.astype(np.float32))
+    # alpha 1 everywhere: exactly the restored value, the input (even above 10000 DN) drops out
+    np.testing.assert_array_equal(composite_tile(restored, ones, input_dn, None, 10000.0)[:3],
+                                  restored * np.float32(10000.0))
+
+
+def test_harmonise_factor_is_kept_between_a_third_and_three() -> None:
+    mask = np.zeros((96, 96), bool)
+    mask[24:72, 24:72] = True
+    invalid = np.zeros_like(mask)
+    inner = (slice(40, 56), slice(40, 56))
+    for fill, factor in ((10.0, 1.0 / 3.0), (0.01, 3.0)):  # fill 100x too bright / 10x too dark
+        restored = np.full((2, 96, 96), 0.1, np.float32)
+        restored[:, mask] = fill * 0.1
+        out = harmonise_fill(restored, mask, invalid, sigma=16)
+        np.testing.assert_allclose(out[:, inner[0], inner[1]], restored[:, inner[0], inner[1]] * factor, rtol=1e-5)
+    # a 1 px scale is a scale: the fill moves (only 0 switches it off)
+    restored = np.full((2, 96, 96), 0.1, np.float32)
+    restored[:, mask] = 0.2
+    assert np.abs(harmonise_fill(restored, mask, invalid, sigma=1) - restored).max() > 0.01
+
+
+def test_feather_radius_one_spreads_the_weight_two_pixels() -> None:
+    from mmcanet.inference.blending import feather
+
+    mask = np.zeros((9, 9), bool)
+    mask[4, 4] = True
+    w = feather(mask, 1)
+    assert w.dtype == np.float32 and w[4, 4] == 1.0 and 0.0 < w[4, 3] < 1.0 and 0.0 < w[4, 2] < w[4, 3]
+    assert w[4, 1] == 0.0 and w.min() == 0.0 and w.max() == 1.0
+    np.testing.assert_array_equal(feather(mask, 0), mask.astype(np.float32))
+    np.testing.assert_array_equal(feather(np.ones((9, 9), bool), 3), np.ones((9, 9), np.float32))
+    np.testing.assert_array_equal(feather(np.zeros((9, 9), bool), 3), np.zeros((9, 9), np.float32))
+
+
+def test_ramp_values_margin_then_raised_cosine() -> None:
+    from mmcanet.inference.blending import EDGE_WEIGHT
+
+    w = ramp(12, 8, True, False)  # margin 8 // 4 = 2 px, then a raised cosine over 4 px
+    assert w.dtype == np.float32
+    np.testing.assert_allclose(w[:2], EDGE_WEIGHT)
+    rise = 0.5 - 0.5 * np.cos(np.pi * (np.arange(2, 6) - 2 + 0.5) / 4)
+    np.testing.assert_allclose(w[2:6], rise, rtol=1e-6)
+    np.testing.assert_array_equal(w[6:], 1.0)
+    np.testing.assert_allclose(ramp(12, 8, False, True), w[::-1])
+    np.testing.assert_array_equal(ramp(5, 0, True, True), np.ones(5, np.float32))
+
+
+def test_error_and_change_outputs_by_value() -> None:
+    from mmcanet.inference.blending import CHANGE_NODATA, ERROR_NODATA, change_values, error_values
+
+    invalid = np.array([[False, True, False]])
+    err = error_values(np.array([[0.03, 0.5, -0.01]], np.float32), invalid)
+    np.testing.assert_array_equal(err, np.array([[0.03, ERROR_NODATA, 0.0]], np.float32))
+    out = np.array([[[1000.0, 0.0, 5000.0]], [[3000.0, 0.0, 0.0]]], np.float32)
+    dn = np.array([[[800, 0, 5000]], [[3400, 0, 1000]]], np.uint16)
+    ch = change_values(out, dn, invalid, 10000.0)
+    np.testing.assert_allclose(ch, np.array([[(200 + 400) / 2 / 1e4, CHANGE_NODATA, 1000 / 2 / 1e4]]), rtol=1e-6)
