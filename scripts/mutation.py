@@ -115,6 +115,8 @@ def main() -> int:
         # thread; mutmut forks every mutant from the process that ran the tests, and a child forked
         # after GDAL started its thread pool hangs (every mutant then reads "timeout")
         subprocess.run(cmd, cwd=work, env=env, check=False, preexec_fn=lambda: os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}))
+        # re-read: another run (e.g. one module per core) may have written its scores meanwhile
+        summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
         summary[name] = _results(work, spec)
         s = summary[name]
         print(f"[mutation] {name}: {s['score_percent']}% killed ({s['killed']} killed, {s['timeout']} timeout, "
