@@ -130,6 +130,20 @@ def test_sar_nodata_value_in_vh_only_is_restored_from_the_optical(tmp_path: Path
     assert (out == 3000).all() and res.sar_missing_fraction == pytest.approx(40 / (H * W))
 
 
+def test_float_optical_nodata_value_and_nan_both_count_as_nodata(tmp_path: Path) -> None:
+    """Floating-point DN: every band at the nodata value in one block, NaN in one band in another."""
+    arr = rasters.s2_array(H, W).astype(np.float32)
+    arr[:, 2:6, 2:12] = 0.0  # 40 px: the declared nodata in every band
+    arr[3, 30:32, 30:40] = np.nan  # 20 px: NaN in one band
+    s2 = rasters.write_s2(tmp_path / "s2.tif", H, W, array=arr, nodata=0)
+    s1 = rasters.write_s1(tmp_path / "s1.tif", H, W)
+    res = run(Constant(0.3), s1, s2, tmp_path / "o.tif", keep_clear=False)
+    out = rasters.read(res.output)
+    assert res.nodata_fraction == pytest.approx(60 / (H * W))
+    assert (out[:, 2:6, 2:12] == 0).all() and (out[:, 30:32, 30:40] == 0).all()
+    np.testing.assert_allclose(out[:, 20, 20], 3000.0, rtol=1e-6)  # float output: no rounding to DN
+
+
 def test_nan_and_the_sar_nodata_value_both_count_as_missing(tmp_path: Path) -> None:
     """Both kinds of gap in one file: NaN in VV in one block, the declared nodata in VH in another."""
     sar = rasters.s1_array(H, W)
