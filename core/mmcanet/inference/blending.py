@@ -413,6 +413,20 @@ def _smooth(a: np.ndarray, sigma: float) -> np.ndarray:
     return a
 
 
+def soft_mask(mask: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """The cloud mask with a ~1 px soft edge (like training's opacity), over valid pixels only.
+
+    Args:
+        mask: bool ``(h, w)``.
+        valid: float32 ``(h, w)``, 1 on valid pixels, 0 on nodata (nodata neither softens the edge nor is set).
+
+    Returns:
+        float32 ``(h, w)`` in [0, 1].
+    """
+    m = mask.astype(np.float32) * valid
+    return _smooth(m, 1.0) / np.maximum(_smooth(valid, 1.0), 1e-6) * valid
+
+
 def harmonise_fill(
     restored: np.ndarray, mask: np.ndarray, invalid: np.ndarray, sigma: float, tau: float = HARMONISE_TAU
 ) -> np.ndarray:
@@ -441,8 +455,7 @@ def harmonise_fill(
     if sigma <= 0 or not mask.any() or mask.all():
         return restored
     valid = (~invalid).astype(np.float32)
-    m = mask.astype(np.float32) * valid
-    m = _smooth(m, 1.0) / np.maximum(_smooth(valid, 1.0), 1e-6) * valid  # soft edge, like training's opacity
+    m = soft_mask(mask, valid)
     clear = (1.0 - m) * valid
     level = restored.sum(axis=0)
     s = _smooth(np.stack([clear * level, m * level, clear, m, valid]), sigma)

@@ -19,15 +19,10 @@ import math
 
 import numpy as np
 
-from ..clouds.detect import dilate
-from .blending import _smooth
+from .blending import _smooth, soft_mask
 
 SAR_SCALES = (1.0, 2.0, 4.0, 8.0)
 """Gaussian scales (px) of the SAR features (VV and VH smoothed at each, then band-passed)."""
-FIT_MARGIN = 0
-"""Clear pixels within this many px of the mask are not fitted on. 0: the optical band-pass of a fitting
-pixel takes its local means over clear pixels only, so the cloud next to it does not leak in (measured:
-margins of 3 and 8 px fit on fewer pixels and do worse, docs/QUALITY.md)."""
 MIN_FIT_PX = 256
 """Below this many clear pixels with SAR in a tile, the transfer is off for that tile."""
 FULL_FIT_PX = 1024
@@ -122,7 +117,9 @@ def transfer_sar_structure(
     if sigma <= 0 or not mask.any() or mask.all():
         return restored
     sar_ok = np.isfinite(sar_db).all(axis=0) & ~invalid
-    fit = sar_ok & ~dilate(mask, FIT_MARGIN)
+    # every clear pixel with SAR: the optical band-pass below takes its local means over clear pixels only,
+    # so the cloud next to a pixel does not leak in (keeping 3 or 8 px away from the mask measured worse)
+    fit = sar_ok & ~mask
     n_fit = int(fit.sum())
     gate = float(np.clip((n_fit - MIN_FIT_PX) / (FULL_FIT_PX - MIN_FIT_PX), 0.0, 1.0))
     if gate <= 0.0:
@@ -144,7 +141,6 @@ def transfer_sar_structure(
     coef = np.linalg.solve(a.T @ a + reg, a.T @ y_fit)
     detail = (((x_all - mu) / sd) @ coef[:-1] + coef[-1]).T.reshape(restored.shape).astype(np.float32)
     low = _mean(restored, opt_w, sigma)
-    # soft mask edge as in harmonise_fill, only where the SAR is there, scaled by how well the fit is supported
-    m = mask.astype(np.float32) * opt_w
-    m = _smooth(m, 1.0) / np.maximum(_smooth(opt_w, 1.0), np.float32(1e-6)) * sar_w * np.float32(gate)
+    # the soft mask edge of harmonise_fill, only where the SAR is there, scaled by how well the fit is supported
+    m = soft_mask(mask, opt_w) * sar_w * np.float32(gate)
     return (restored + m * (low + detail - restored)).astype(np.float32, copy=False)
