@@ -93,14 +93,8 @@ class Screenshot:
         self._step(self.wait_for_run, 500)
 
     def wait_for_run(self) -> None:
-        if self.dock.is_running():
-            self._step(self.wait_for_run, 500)
+        if not self._run_done(self.wait_for_run, "the restoration"):
             return
-        status = self.dock.status_label.text()
-        if not status.startswith("Done"):
-            raise RuntimeError(
-                f"the restoration did not succeed: {status}\n{self.dock.log_view.toPlainText()}"
-            )
         window = iface.mainWindow()
         window.resize(*WINDOW)
         for panel in window.findChildren(QDockWidget):
@@ -119,15 +113,9 @@ class Screenshot:
         self._step(self.grab, 3000)
 
     def grab(self) -> None:
-        canvas = iface.mapCanvas()
-        if canvas.isDrawing():
-            self._step(self.grab, 500)
+        if not self._drawn(self.grab):
             return
-        iface.messageBar().clearWidgets()  # QGIS's "Task complete" notice would cover the map
-        OUTPUT.parent.mkdir(parents=True, exist_ok=True)
-        if not iface.mainWindow().grab().save(str(OUTPUT), "PNG"):
-            raise RuntimeError(f"could not write {OUTPUT}")
-        print(f"screenshot: wrote {OUTPUT} in {time.monotonic() - self.started:.0f} s", flush=True)
+        self._save_window(OUTPUT)
         self.frames: list = []
         self.dock.compare_panel.toggle.setChecked(False)  # "Before / after" released: the cloudy original
         self._step(self.grab_compare, 1500)
@@ -135,11 +123,9 @@ class Screenshot:
     # -- the comparison view: the blink toggle's two states, side by side ------------------------------
 
     def grab_compare(self) -> None:
-        canvas = iface.mapCanvas()
-        if canvas.isDrawing():
-            self._step(self.grab_compare, 500)
+        if not self._drawn(self.grab_compare):
             return
-        self.frames.append(canvas.grab())
+        self.frames.append(iface.mapCanvas().grab())
         if len(self.frames) == 1:
             self.dock.compare_panel.toggle.setChecked(True)  # pressed: the restored layer
             self._step(self.grab_compare, 1500)
@@ -176,12 +162,8 @@ class Screenshot:
         self._step(self.wait_for_area, 500)
 
     def wait_for_area(self) -> None:
-        if self.dock.is_running():
-            self._step(self.wait_for_area, 500)
+        if not self._run_done(self.wait_for_area, "the area run"):
             return
-        status = self.dock.status_label.text()
-        if not status.startswith("Done"):
-            raise RuntimeError(f"the area run did not succeed: {status}\n{self.dock.log_view.toPlainText()}")
         if self.whole_run is not None:
             node = QgsProject.instance().layerTreeRoot().findLayer(self.whole_run.id())
             if node is not None:
@@ -195,14 +177,36 @@ class Screenshot:
         self._step(self.grab_area, 3000)
 
     def grab_area(self) -> None:
-        if iface.mapCanvas().isDrawing():
-            self._step(self.grab_area, 500)
+        if not self._drawn(self.grab_area):
             return
-        iface.messageBar().clearWidgets()
-        if not iface.mainWindow().grab().save(str(AREA_OUTPUT), "PNG"):
-            raise RuntimeError(f"could not write {AREA_OUTPUT}")
-        print(f"screenshot: wrote {AREA_OUTPUT} in {time.monotonic() - self.started:.0f} s", flush=True)
+        self._save_window(AREA_OUTPUT)
         self._quit(0)
+
+    # -- shared steps -----------------------------------------------------------------------------------
+
+    def _run_done(self, again, what: str) -> bool:  # noqa: ANN001 - a bound method
+        """True once the dock's run has finished well; while it runs, ``again`` is called back later."""
+        if self.dock.is_running():
+            self._step(again, 500)
+            return False
+        status = self.dock.status_label.text()
+        if not status.startswith("Done"):
+            raise RuntimeError(f"{what} did not succeed: {status}\n{self.dock.log_view.toPlainText()}")
+        return True
+
+    def _drawn(self, again) -> bool:  # noqa: ANN001 - a bound method
+        """True once the map canvas has finished drawing; until then ``again`` is called back later."""
+        if iface.mapCanvas().isDrawing():
+            self._step(again, 500)
+            return False
+        return True
+
+    def _save_window(self, path: Path) -> None:
+        iface.messageBar().clearWidgets()  # QGIS's "Task complete" notice would cover the map
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not iface.mainWindow().grab().save(str(path), "PNG"):
+            raise RuntimeError(f"could not write {path}")
+        print(f"screenshot: wrote {path} in {time.monotonic() - self.started:.0f} s", flush=True)
 
     def _step(self, method, delay_ms: int = 200) -> None:  # noqa: ANN001 - a bound method
         def guarded() -> None:
