@@ -17,10 +17,15 @@ from osgeo import gdal, osr
 GT = rasters.default_geotransform()  # 10 m pixels, UTM 31N
 
 
-def _wkt(epsg: int) -> str:
+def _srs(epsg: int) -> osr.SpatialReference:
     srs = osr.SpatialReference()
     srs.ImportFromEPSG(epsg)
-    return str(srs.ExportToWkt())
+    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)  # x = easting / longitude
+    return srs
+
+
+def _wkt(epsg: int) -> str:
+    return str(_srs(epsg).ExportToWkt())
 
 
 def _info(width: int = 40, height: int = 30, gt: tuple[float, ...] = GT, epsg: int | None = 32631,
@@ -72,12 +77,7 @@ def test_footprint_follows_the_edges_into_another_crs(tmp_path: Path) -> None:
     same = footprint(ds, info.crs_wkt)
     assert same == pytest.approx(_bounds(info))
     lon_lat = footprint(ds, _wkt(4326))
-    src, dst = osr.SpatialReference(), osr.SpatialReference()
-    src.ImportFromWkt(info.crs_wkt)
-    dst.ImportFromEPSG(4326)
-    for srs in (src, dst):
-        srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    ct = osr.CoordinateTransformation(src, dst)
+    ct = osr.CoordinateTransformation(_srs(32631), _srs(4326))  # the test rasters are in UTM 31N
     x0, y0, x1, y1 = _bounds(info)
     corners = [ct.TransformPoint(x, y)[:2] for x in (x0, x1) for y in (y0, y1)]
     lons, lats = zip(*corners, strict=True)
@@ -193,12 +193,7 @@ def test_grids_that_cannot_be_aligned_are_refused_with_what_to_do(tmp_path: Path
 
 def test_a_sar_in_another_utm_zone_is_reprojected(tmp_path: Path) -> None:
     _, ref = open_raster(rasters.write_s2(tmp_path / "s2.tif", 30, 40), "optical")
-    srs31, srs32 = osr.SpatialReference(), osr.SpatialReference()
-    srs31.ImportFromEPSG(32631)
-    srs32.ImportFromEPSG(32632)
-    for s in (srs31, srs32):
-        s.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    ct = osr.CoordinateTransformation(srs31, srs32)
+    ct = osr.CoordinateTransformation(_srs(32631), _srs(32632))
     x, y, _ = ct.TransformPoint(GT[0] - 200, GT[3] + 200)  # a SAR image around the optical one, in zone 32
     path = rasters.write_raster(tmp_path / "z32.tif", np.full((2, 80, 80), -10.0, np.float32), epsg=32632,
                                 geotransform=(x, 10, 0, y, 0, -10))
