@@ -65,6 +65,33 @@ def test_identity_model_reproduces_input_exactly(make_s2, make_s1, tmp_path: Pat
     assert res.tiles == res.tiles_run >= 1
 
 
+class ZeroPaddedMean(nn.Module):
+    """3 x 3 mean of the optical input with zero padding: alone at an image edge it would darken it."""
+
+    def forward(self, s2: torch.Tensor, s1: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.nn.functional.avg_pool2d(s2, 3, stride=1, padding=1, count_include_pad=True)
+
+
+@pytest.mark.parametrize(("height", "width", "tile"), [(40, 56, 32), (5, 7, 16)])
+def test_tiles_reach_the_model_framed_by_mirrored_pixels_so_edges_keep_their_level(
+    make_s2, make_s1, tmp_path: Path, height: int, width: int, tile: int  # noqa: ANN001
+) -> None:
+    """A constant scene stays constant up to its edges and corners (without the frame the model's zero
+    padding would give 6/9 of it along the edges and 4/9 in the corners), and the frame is cut off again."""
+    value = 1234
+    s2 = make_s2(height=height, width=width, array=np.full((13, height, width), value, np.uint16))
+    res = run(ZeroPaddedMean(), make_s1(height=height, width=width), s2, tmp_path / "out.tif", keep_clear=False,
+              tile_size=tile, overlap=4)
+    out = rasters.read(res.output)
+    assert out.shape == (13, height, width)
+    np.testing.assert_array_equal(out, np.full((13, height, width), value))
+    seen = Recorder()
+    run(seen, make_s1("s1b.tif", height=height, width=width), s2, tmp_path / "seen.tif", keep_clear=False,
+        tile_size=tile, overlap=4)
+    frame = min(8, min(height, width, tile) - 1)
+    assert tuple(seen.seen[0][0].shape[-2:]) == (min(tile, height) + 2 * frame, min(tile, width) + 2 * frame)
+
+
 def test_read_and_composite_in_column_chunks_is_exact(make_s2, make_s1, tmp_path: Path) -> None:  # noqa: ANN001
     tuning = EngineTuning(composite_columns=16, read_columns=48)  # 101 px wide: 7 chunks, the last one odd
     s2, s1 = make_s2(height=40, width=101), make_s1(height=40, width=101)
