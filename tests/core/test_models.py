@@ -70,7 +70,8 @@ def test_strategies_compute_different_things() -> None:
 
 def test_outside_in_keeps_clear_pixels_and_fills_cloud() -> None:
     torch.manual_seed(0)
-    model = build_model("mmcanet", "outside_in", **SMALL["mmcanet"], stages=3, ring_px=4).eval()
+    # the mask as given (guide_reach 0): the rings follow it exactly
+    model = build_model("mmcanet", "outside_in", **SMALL["mmcanet"], stages=3, ring_px=4, guide_reach=0).eval()
     s2, s1 = _inputs(1, 32, 32)
     mask = torch.zeros(1, 1, 32, 32)
     mask[..., 8:24, 8:24] = 1
@@ -82,6 +83,33 @@ def test_outside_in_keeps_clear_pixels_and_fills_cloud() -> None:
     first_changed = (stages[0] - s2).abs().sum(1, keepdim=True) > 0
     assert first_changed[..., 8, 8] and not first_changed[..., 16, 16]
     assert ((stages[-1] - s2).abs().sum(1) > 0)[0, 16, 16]
+
+
+def test_inference_guide_is_the_opacity_estimate_near_the_mask_and_zero_beyond() -> None:
+    """guide_reach r: at inference a given mask is replaced by the opacity net's estimate within r px of
+    its cloud (square neighbourhood), 0 beyond; in training, and with r = 0, the mask is used as given."""
+    torch.manual_seed(0)
+    model = build_model("mmcanet", "single", **SMALL["mmcanet"], guide_reach=3).eval()
+    assert model_config("mmcanet")["guide_reach"] == 16  # the default, also for cards written before it existed
+    s2, s1 = _inputs(1, 32, 32)
+    mask = torch.zeros(1, 1, 32, 32)
+    mask[..., 10:14, 20:22] = 0.9  # > 0.5: cloud
+    mask[..., 0, 0] = 0.5  # not > 0.5: no cloud to be near
+    with torch.no_grad():
+        res = model.forward_train(s2, s1, mask, judge=False)
+        est = torch.sigmoid(res["opacity_logits"])
+        near = torch.zeros_like(mask, dtype=torch.bool)
+        near[..., 7:17, 17:25] = True
+        torch.testing.assert_close(res["cloud"], torch.where(near, est, torch.zeros_like(est)))
+        assert float(est[near].min()) > 0  # the estimate is what the guide keeps, not a copy of the mask
+        torch.testing.assert_close(model(s2, s1, mask), model._project(res["stages"][-1], res["cloud"]))
+        model.guide_reach = 0
+        assert torch.equal(model.forward_train(s2, s1, mask, judge=False)["cloud"], mask)
+        model.guide_reach = 3
+        model.train()
+        assert torch.equal(model.forward_train(s2, s1, mask, judge=False)["cloud"], mask)
+        model.eval()
+        torch.testing.assert_close(model.forward_train(s2, s1, None, judge=False)["cloud"], est)
 
 
 def test_unknown_names_and_options_are_rejected() -> None:

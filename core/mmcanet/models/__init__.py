@@ -17,20 +17,24 @@ from .restorers import DSen2CRRestorer, MMCARestorer, SarEncoder
 
 DEFAULT_CONFIGS: dict[str, dict[str, Any]] = {
     "mmcanet": {"widths": [16, 32, 64, 96], "heads": 4, "window": 8, "stages": 2, "ring_px": 24, "spectral_rank": 2,
-                "error_head": False},
+                "error_head": False, "guide_reach": 16},
     "mmcanet_optical": {"widths": [16, 32, 64, 96], "heads": 4, "window": 8, "stages": 2, "ring_px": 24, "spectral_rank": 2,
-                        "error_head": False},
-    "dsen2cr": {"width": 256, "depth": 16, "stages": 2, "ring_px": 24, "spectral_rank": 2, "error_head": False},
+                        "error_head": False, "guide_reach": 16},
+    "dsen2cr": {"width": 256, "depth": 16, "stages": 2, "ring_px": 24, "spectral_rank": 2, "error_head": False, "guide_reach": 16},
 }
 """Default keyword configuration per architecture (these ARE the configuration schema).
 
 ``error_head`` (the trust layer, docs/TRUST.md) is off by default: a model file whose card lacks it
 (every file written before it existed) builds without one, and a head is added to a finished model
-by a second training run (configs/error_head.toml)."""
+by a second training run (configs/error_head.toml).
+
+``guide_reach`` (px; inference only, see :class:`~.progressive.CloudRemovalNet`) is 16 by default, also for
+model files written before it existed (their cards lack it): measured better on every real validation
+and training triplet with a detected cloud (docs/QUALITY.md section 8); 0 restores the former rule."""
 
 
 _INT_RANGES: dict[str, tuple[int, int]] = {
-    "heads": (1, 64), "window": (1, 64), "stages": (1, 16), "ring_px": (1, 4096), "spectral_rank": (0, 13),
+    "heads": (1, 64), "window": (1, 64), "stages": (1, 16), "ring_px": (1, 4096), "spectral_rank": (0, 13), "guide_reach": (0, 1024),
     "width": (1, 4096), "depth": (1, 256),
 }
 """Allowed ranges of the integer options (inclusive)."""
@@ -94,20 +98,20 @@ def build_model(arch: str = "mmcanet", strategy: str = "single", bands: int = 13
     """
     cfg = model_config(arch, **config)
     stages, ring_px, rank = int(cfg["stages"]), int(cfg["ring_px"]), int(cfg["spectral_rank"])
-    err = bool(cfg["error_head"])
+    err, reach = bool(cfg["error_head"]), int(cfg["guide_reach"])
     sar_encoder: nn.Module | None = None
     make: Callable[[], nn.Module]
     if arch == "dsen2cr":
         make = partial(DSen2CRRestorer, bands=bands, width=int(cfg["width"]), depth=int(cfg["depth"]))
         return CloudRemovalNet(make, None, strategy, stages, bands, pad_multiple=1, ring_px=ring_px, pass_raw_sar=True,
-                               spectral_rank=rank, error_head=err)
+                               spectral_rank=rank, error_head=err, guide_reach=reach)
     widths = tuple(int(w) for w in cfg["widths"])
     use_sar = arch == "mmcanet"
     make = partial(MMCARestorer, bands=bands, widths=widths, heads=int(cfg["heads"]), window=int(cfg["window"]), use_sar=use_sar)
     if use_sar:
         sar_encoder = SarEncoder(widths)
     return CloudRemovalNet(make, sar_encoder, strategy, stages, bands, pad_multiple=2 ** (len(widths) - 1), ring_px=ring_px,
-                           spectral_rank=rank, error_head=err)
+                           spectral_rank=rank, error_head=err, guide_reach=reach)
 
 
 __all__ = ["ARCHITECTURES", "DEFAULT_CONFIGS", "STRATEGIES", "CloudRemovalNet", "build_model", "model_config"]

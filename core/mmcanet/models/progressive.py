@@ -42,6 +42,10 @@ class CloudRemovalNet(nn.Module):
             spectral components of the tile's clear pixels (0 = off); see models/spectral.py.
         error_head: add an :class:`~.blocks.ErrorHead` (the trust layer): a per-pixel predicted absolute
             error of the restoration, computed from the detached output so it never changes it.
+        guide_reach: at inference, when a cloud mask is given, the network is guided by its own opacity
+            estimate within this many pixels of the mask (mask > 0.5) and by 0 beyond; 0 = by the mask as
+            given. A detector's mask is binary and generous; the opacity net says how much of the ground
+            shows through inside it (docs/QUALITY.md section 8). Training always uses the mask as given.
     """
 
     def __init__(
@@ -56,6 +60,7 @@ class CloudRemovalNet(nn.Module):
         pass_raw_sar: bool = False,
         spectral_rank: int = 0,
         error_head: bool = False,
+        guide_reach: int = 0,
     ) -> None:
         super().__init__()
         if strategy not in STRATEGIES:
@@ -63,6 +68,7 @@ class CloudRemovalNet(nn.Module):
         self.strategy, self.stages, self.bands = strategy, max(1, stages), bands
         self.pad_multiple, self.ring_px, self.pass_raw_sar = pad_multiple, ring_px, pass_raw_sar
         self.spectral_rank = spectral_rank
+        self.guide_reach = guide_reach
         n_restorers = self.stages if strategy == "multistage" else 1
         self.restorers = nn.ModuleList(make_restorer() for _ in range(n_restorers))
         self.sar_encoder = sar_encoder
@@ -89,6 +95,15 @@ class CloudRemovalNet(nn.Module):
             mode = "replicate"
         return F.pad(t, (0, pw, 0, ph), mode=mode)
 
+    def _guide(self, mask: torch.Tensor | None, estimate: torch.Tensor) -> torch.Tensor | None:
+        """The cloud guide of this pass (unpadded): the given mask, or at inference with ``guide_reach`` the
+        opacity estimate within ``guide_reach`` px of it (square neighbourhood) and 0 beyond; None = no mask."""
+        if mask is None or self.guide_reach <= 0 or self.training:
+            return mask
+        r = self.guide_reach
+        near = F.max_pool2d((mask > 0.5).to(estimate.dtype), kernel_size=2 * r + 1, stride=1, padding=r)
+        return estimate * near
+
     def _sar_ctx(self, s1: torch.Tensor) -> Any:
         if self.sar_encoder is not None:
             return self.sar_encoder(s1)
@@ -108,7 +123,8 @@ class CloudRemovalNet(nn.Module):
 
         Returns:
             dict with ``stages`` (list of (B, bands, H, W), the last is the output) and
-            ``opacity_logits`` (B, 1, H, W) of the opacity net; with an error head also ``restored``
+            ``opacity_logits`` (B, 1, H, W) of the opacity net, ``cloud`` (B, 1, H, W) the cloud guide the
+            pass used (the mask, the guide of ``guide_reach``, or the estimate); with an error head also ``restored``
             (B, bands, H, W), the detached output :meth:`forward` would return in this mode, and
             ``log_error`` (B, 1, H, W), the log of its predicted absolute error (mean over bands): from the
             fitted feature predictor when one is set, else from the head.
@@ -118,6 +134,7 @@ class CloudRemovalNet(nn.Module):
         sar = self._pad(s1)
         logits = self.opacity.logits(x0)
         est = torch.sigmoid(logits)
+        mask = self._guide(mask, est[..., :h, :w])
         guide = self._pad(mask, "replicate") if mask is not None else est
         ctx = self._sar_ctx(sar)
         stages: list[torch.Tensor] = []
@@ -154,9 +171,10 @@ class CloudRemovalNet(nn.Module):
                 stages.append(x)
         stages = [t[..., :h, :w] for t in stages]
         result: dict[str, Any] = {"stages": stages, "opacity_logits": logits[..., :h, :w]}
+        cloud = mask if mask is not None else torch.sigmoid(result["opacity_logits"])
+        result["cloud"] = cloud
         if judge and self.predicts_error:
             # the head / predictor judges the restoration, it never trains or changes it
-            cloud = mask if mask is not None else torch.sigmoid(result["opacity_logits"])  # as forward: same bits
             restored = self._project(stages[-1].detach(), cloud.detach())
             if self.error_predictor is not None:
                 opacity = torch.sigmoid(result["opacity_logits"]).detach()
@@ -182,8 +200,7 @@ class CloudRemovalNet(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`forward`'s output and the opacity net's estimate (B, 1, H, W) in [0, 1], from one pass."""
         res = self.forward_train(s2, s1, mask, judge=False)
-        opacity = torch.sigmoid(res["opacity_logits"])
-        return self._project(res["stages"][-1], mask if mask is not None else opacity), opacity
+        return self._project(res["stages"][-1], res["cloud"]), torch.sigmoid(res["opacity_logits"])
 
     def forward(self, s2: torch.Tensor, s1: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Restore: s2 (B, bands, H, W) 0-1, s1 (B, 2, H, W) 0-1, optional mask -> (B, bands, H, W) 0-1 (unclamped).
@@ -192,8 +209,7 @@ class CloudRemovalNet(nn.Module):
         estimate) are kept in the scene's clear spectral subspace (models/spectral.py).
         """
         res = self.forward_train(s2, s1, mask, judge=False)
-        cloud = mask if mask is not None else torch.sigmoid(res["opacity_logits"])
-        return self._project(res["stages"][-1], cloud)
+        return self._project(res["stages"][-1], res["cloud"])
 
     def forward_with_error(
         self, s2: torch.Tensor, s1: torch.Tensor, mask: torch.Tensor | None = None

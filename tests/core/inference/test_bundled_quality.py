@@ -4,7 +4,7 @@ The claim the README's quality table makes, pinned per image and metric: every r
 with SAR that the bundled model never saw in training (configs/bundled.toml's validation set; the same
 five images as ``bench/validate_engine.py``) comes out of ``restore_scene`` closer to its cloud-free
 reference than the cloudy input was, in PSNR, SSIM, MAE and SAM, and the mean PSNR stays within
-~1 dB of the figure the README quotes (26.36 dB, docs/QUALITY.md). A change to the model, the engine's
+~1 dB of the figure the README quotes (26.50 dB, docs/QUALITY.md). A change to the model, the engine's
 defaults or the inference path that undoes the restoration fails here, not only in a benchmark.
 """
 
@@ -24,9 +24,9 @@ HELD_OUT = [(DATA / "sen12mscr-triplets", t) for t in ("4438", "5349", "6317")] 
     (DATA / "sen12mscr-triplets-georef", t) for t in ("ROIs1970_fall_139_p839", "ROIs2017_winter_112_p797")
 ]
 MEAN_PSNR_FLOOR = 25.5
-"""dB over the five images; the bundled v0.2 with the 0.3 engine scores 26.36 (docs/QUALITY.md section 7)."""
+"""dB over the five images; the bundled v0.2 with the 0.3.1 engine scores 26.50 (docs/QUALITY.md section 8)."""
 MIN_GAIN_DB = 1.0
-"""Smallest PSNR gain over the cloudy input on any one image (the hazy winter_112 gains 2.2 dB, the others 4.7-16.6)."""
+"""Smallest PSNR gain over the cloudy input on any one image (the hazy winter_112 gains 2.2 dB, the others 4.9-16.9)."""
 
 
 def _unit(path: Path) -> np.ndarray:
