@@ -9,7 +9,8 @@ split). The S2-only pairs of the validation set have no SAR and cannot go throug
 score them with `mmcanet evaluate --data ../shared/data/s2-cloudy-clear-pairs`.
 Two more sets check that a change to the inference path does not only suit those five:
 ``--images trained`` (the 5 real triplets the bundled model was trained on) and ``--images simulated``
-(simulated clouds over 6 clear S1 + S2 pairs no bundled model saw).
+(simulated clouds over 6 clear S1 + S2 pairs no bundled model saw); ``--images l2a``: simulated clouds over
+the 6 BigEarthNet Level-2A pairs (12 bands, atmospherically corrected).
 
 Per image: PSNR (dB), SSIM, MAE, SAM (degrees) of the restored file against the cloud-free reference, on
 the 0-1 scale, every band; and "struct": :func:`mmcanet.metrics.structure_correlation` (band-pass
@@ -47,10 +48,31 @@ PAIRS = DATA / "s1s2-pairs"
 """Clear S1 + S2 pairs of 6 places no bundled model was trained on; ``--images simulated`` puts simulated
 clouds over them (`mmcanet simulate --thickness mixed --coverage 0.5`, seed = index): a check on clouds
 like the training simulator's, thin haze included, where the network sees part of the ground."""
+BIGEARTHNET = DATA / "bigearthnet-s1s2"
+"""6 BigEarthNet-MM S1 + S2 Level-2A pairs (120 px; band files): ``--images l2a`` stacks them and puts
+simulated clouds over them, a check on the atmospherically corrected input most analysts download."""
+
+
+def _l2a_set(tmp: Path) -> list[tuple[str, Path, Path, Path]]:
+    """The BigEarthNet Level-2A pairs, band files stacked with `mmcanet stack`, clouded with `mmcanet simulate`."""
+    exe = str(Path(sys.executable).parent / "mmcanet")
+    out = []
+    for i, s2_dir in enumerate(sorted((BIGEARTHNET / "BigEarthNet-S2-Example").iterdir())):
+        patch = "_".join(s2_dir.name.split("_")[-2:])
+        s1_dir = next((BIGEARTHNET / "BigEarthNet-S1-Example").glob(f"*_{patch}"))
+        clear, sar, cloudy = tmp / f"ben_{patch}_s2.tif", tmp / f"ben_{patch}_s1.tif", tmp / f"ben_{patch}_cloudy.tif"
+        subprocess.run([exe, "stack", "--optical", str(s2_dir), "--output", str(clear)], check=True, capture_output=True)
+        subprocess.run([exe, "stack", "--sar", str(s1_dir), "--output", str(sar)], check=True, capture_output=True)
+        subprocess.run([exe, "simulate", "--input", str(clear), "--output", str(cloudy), "--seed", str(i),
+                        "--thickness", "mixed", "--coverage", "0.5"], check=True, capture_output=True)
+        out.append((f"ben_{patch}", sar, cloudy, clear))
+    return out
 
 
 def _image_set(name: str, tmp: Path) -> list[tuple[str, Path, Path, Path]]:
     """``(id, S1, cloudy S2, clear S2)`` per image of the named set (simulated cloudy files go to ``tmp``)."""
+    if name == "l2a":
+        return _l2a_set(tmp)
     if name != "simulated":
         chosen = IMAGES if name == "validation" else TRAINED
         return [(t, f / f"{t}_s1.tif", f / f"{t}_s2_cloudy.tif", f / f"{t}_s2_cloudfree.tif") for f, t in chosen]
@@ -80,9 +102,10 @@ def main() -> None:
                     "give one per --model or none")
     ap.add_argument("--no-keep-clear", action="store_true", help="restore every pixel (default: keep clear ones)")
     ap.add_argument("--clear-weight", type=float, help="passed to mmcanet restore (default: its default)")
-    ap.add_argument("--images", choices=("validation", "trained", "simulated"), default="validation",
+    ap.add_argument("--images", choices=("validation", "trained", "simulated", "l2a"), default="validation",
                     help="validation: the 5 held-out real triplets (default); trained: the 5 real triplets the "
-                    "bundled model was trained on; simulated: simulated clouds over 6 unseen S1+S2 pairs")
+                    "bundled model was trained on; simulated: simulated clouds over 6 unseen S1+S2 pairs; l2a: simulated "
+                    "clouds over the 6 BigEarthNet Level-2A pairs")
     args = ap.parse_args()
     models = args.model or [str(default_model_path())]
     labels = args.label or [Path(m).name for m in models]
