@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -34,7 +35,8 @@ MAX_BATCH_SIZE = 256
 """Largest batch size the QGIS forms offer (the CLI takes any)."""
 DEFAULT_DEVICE = "auto"
 DEFAULT_BATCH_SIZE = 4
-DEFAULT_KEEP_CLEAR = False  # restore every pixel: measured better on every validation image (docs/QUALITY.md)
+DEFAULT_KEEP_CLEAR: bool | None = None
+"""Automatic: see :func:`keeps_clear` (Level-1C: every pixel restored; Level-2A: clear pixels kept)."""
 DEFAULT_SAR_UNITS = "auto"
 DEFAULT_FEATHER = 2
 DEFAULT_CLEAR_WEIGHT = 0.0
@@ -69,9 +71,12 @@ class RestoreOptions:
         tile_size: tile edge (px); None = the model card's.
         overlap: overlap between neighbouring tiles (px, at most half the tile); None = the model card's.
         batch_size: tiles per forward pass (halved automatically on CUDA out-of-memory).
-        keep_clear: keep input pixels where the cloud mask says clear (feathered edge). Off by default:
-            restoring every pixel also removes haze the detector misses, measured better on every
-            validation image (docs/QUALITY.md).
+        keep_clear: keep input pixels where the cloud mask says clear (feathered edge); False: restore
+            every pixel; None (default): by the input's processing level (:func:`keeps_clear`): a
+            Level-1C image has every pixel restored (also removes haze the detector misses, measured
+            better on every real validation image), a Level-2A image keeps its clear pixels (the network
+            learned its haze correction on top-of-atmosphere Level-1C; on atmospherically corrected
+            Level-2A it made clear pixels worse: docs/QUALITY.md section 9).
         sar_units: ``"auto"`` (detect), ``"db"`` or ``"linear"`` (power, converted to dB).
         mask_output: optional uint8 GeoTIFF of the cloud mask used (1 cloud/shadow, 0 clear, 255 nodata).
         change_output: optional float32 GeoTIFF of the per-pixel change: mean absolute change in
@@ -89,6 +94,9 @@ class RestoreOptions:
         harmonise: scale (px) over which the fill under the cloud mask takes the local brightness of the
             restored clear pixels around it (one factor for all bands, weighted by how much clear land is
             near); 0 = off. Corrects the fill's drift towards the training set's level (docs/QUALITY.md).
+            On Level-2A input whose clear pixels are kept, the fill then also takes, band by band, the
+            local level of those input pixels over the same scale (the network restores with Level-1C
+            levels; :func:`mmcanet.inference.blending.shift_fill_to_input`).
         sar_structure: scale (px) below which the fill's detail under the cloud mask is replaced by the
             detail the SAR predicts, from a ridge regression fitted per tile on its clear pixels; 0 = off.
         threads: CPU threads for torch; None = automatic (see :func:`mmcanet.devices.configure_threads`).
@@ -116,7 +124,7 @@ class RestoreOptions:
     tile_size: int | None = None
     overlap: int | None = None
     batch_size: int = DEFAULT_BATCH_SIZE
-    keep_clear: bool = DEFAULT_KEEP_CLEAR
+    keep_clear: bool | None = DEFAULT_KEEP_CLEAR
     sar_units: str = DEFAULT_SAR_UNITS
     mask_output: PathLike | None = None
     change_output: PathLike | None = None
@@ -132,6 +140,23 @@ class RestoreOptions:
     precision: str = DEFAULT_PRECISION
     overviews: bool = DEFAULT_OVERVIEWS
     cog: bool = DEFAULT_COG
+
+
+def is_level_2a(band_names: Sequence[str]) -> bool:
+    """Whether an optical image with these band names is Level-2A: it has no B10 (cirrus), which L2A drops."""
+    return "B10" not in band_names
+
+
+def keeps_clear(keep_clear: bool | None, band_names: Sequence[str]) -> bool:
+    """Whether clear pixels are kept: ``keep_clear`` when set, else True for Level-2A input (no B10 band).
+
+    Args:
+        keep_clear: the option (None = automatic).
+        band_names: the optical image's band names (L1C or L2A names, any order).
+    """
+    if keep_clear is not None:
+        return keep_clear
+    return is_level_2a(band_names)
 
 
 def defaults() -> dict[str, Any]:

@@ -122,8 +122,9 @@ class RemoveCloudsAlgorithm(MMCANetAlgorithm):
         "Model file: a .safetensors model; empty = the model bundled with the plugin.\n"
         "Strategy: progressive restoration strategy; 'model default' uses the one the model was "
         "trained with.\n"
-        "Keep clear pixels: copy the input where the mask says clear, so only masked pixels change; off: "
-        "every pixel comes from the network.\n"
+        "Keep clear pixels: copy the input where the mask says clear, so only masked pixels change. "
+        "Unchecked: Level-2A images keep them anyway (the network corrects haze only in Level-1C, and the fill "
+        "takes the clear pixels' band levels), Level-1C images get every pixel from the network (haze too).\n"
         "Device: auto uses an NVIDIA GPU when PyTorch sees one, else the CPU.\n\n"
         "Area of interest (optional): only the optical pixels inside this extent are read, restored and "
         "written (snapped outward to the optical pixel grid); the outputs cover just that window, aligned "
@@ -164,8 +165,10 @@ class RemoveCloudsAlgorithm(MMCANetAlgorithm):
         self.addParameter(QgsProcessingParameterEnum(
             self.STRATEGY, tr("Restoration strategy"), options=[MODEL_DEFAULT_STRATEGY, *STRATEGIES], defaultValue=0))
         self.addParameter(device_parameter(self.DEVICE, tr("Device"), core_options.DEFAULT_DEVICE))
+        # unchecked = the core's automatic choice (Level-2A: kept, Level-1C: every pixel restored)
         self.addParameter(QgsProcessingParameterBoolean(
-            self.KEEP_CLEAR, tr("Keep clear pixels from the input"), defaultValue=core_options.DEFAULT_KEEP_CLEAR))
+            self.KEEP_CLEAR, tr("Keep clear pixels from the input (unchecked: kept for Level-2A input only)"),
+            defaultValue=False))
         # Not set (None) = the model card's value: QGIS shows an optional number without a default as
         # "Not set", so no number stands for "model default"
         self.addParameter(advanced(QgsProcessingParameterNumber(
@@ -223,7 +226,7 @@ class RemoveCloudsAlgorithm(MMCANetAlgorithm):
             "model": self.parameterAsFile(parameters, self.MODEL, context) or None,
             "strategy": STRATEGIES[strategy_index - 1] if strategy_index > 0 else None,
             "device": DEVICES[self.parameterAsEnum(parameters, self.DEVICE, context)],
-            "keep_clear": self.parameterAsBool(parameters, self.KEEP_CLEAR, context),
+            "keep_clear": True if self.parameterAsBool(parameters, self.KEEP_CLEAR, context) else None,
             "tile_size": tile_size,
             "overlap": overlap,
             "batch_size": self.parameterAsInt(parameters, self.BATCH_SIZE, context),

@@ -104,7 +104,9 @@ class ChoicesForm(QScrollArea):
         form.addRow(self.tr("Device"), self.device_combo)
         self.keep_clear_check = QCheckBox(self.tr("Keep clear pixels"))
         self.keep_clear_check.setToolTip(
-            self.tr("Copy pixels outside clouds from the input instead of the model")
+            self.tr("Copy pixels outside clouds from the input instead of the model. Unchecked, Level-2A images "
+                    "keep them anyway (the model corrects haze only in Level-1C) and Level-1C images have every "
+                    "pixel restored")
         )
         form.addRow(self.keep_clear_check)
         self.add_mask_check = QCheckBox(self.tr("Add the cloud mask"))

@@ -430,3 +430,65 @@ def test_real_triplet_with_clouds_runs_the_model_on_them(shared_data: Path, tmp_
     assert (out[:, mask & valid] == 2500).all()
     np.testing.assert_array_equal(out[:, ~mask & valid], src[:, ~mask & valid])
     assert math.isclose(res.cloud_fraction, float(mask[valid].mean()), rel_tol=1e-6)
+
+
+# ---- clear pixels: kept for Level-2A input by default, restored for Level-1C -------------------------
+
+
+@pytest.mark.parametrize(
+    ("level", "keep_clear", "kept"),
+    [("L2A", None, True), ("L1C", None, False), ("L2A", False, False), ("L1C", True, True), ("L2A", True, True)],
+)
+def test_clear_pixels_are_kept_by_default_for_level_2a_only(
+    tmp_path: Path, level: str, keep_clear: bool | None, kept: bool
+) -> None:
+    """keep_clear None (the default) = by processing level: a Level-2A image (no B10) keeps the pixels its
+    mask calls clear, a Level-1C image has every pixel restored; an explicit True / False wins either way."""
+    s2 = rasters.write_s2(tmp_path / "s2.tif", H, W, level=level)
+    s1 = rasters.write_s1(tmp_path / "s1.tif", H, W)
+    cloud = np.zeros((H, W), np.uint8)
+    cloud[10:20, 10:30] = 1
+    mask = rasters.write_mask(tmp_path / "mask.tif", cloud)
+    res = run(Constant(0.3), s1, s2, tmp_path / "o.tif", keep_clear=keep_clear, cloud_mask=mask, feather=0)
+    out, inp = rasters.read(res.output), rasters.read(s2)
+    assert out.shape == inp.shape
+    assert (out[:, cloud == 1] == 3000).all()
+    far = np.ones((H, W), bool)
+    far[8:22, 8:32] = False  # away from the cloud's 1 px soft edge
+    if kept:
+        np.testing.assert_array_equal(out[:, far], inp[:, far])
+    else:
+        assert (out[:, far] == 3000).all()
+    tags = gdal.Open(str(res.output)).GetMetadata()
+    assert tags["MMCANET_KEEP_CLEAR"] == ("yes" if kept else "no")
+
+
+def test_keeps_clear_rule() -> None:
+    from mmcanet.bands import S2_BANDS_L1C, S2_BANDS_L2A
+    from mmcanet.options import DEFAULT_KEEP_CLEAR, keeps_clear
+
+    assert DEFAULT_KEEP_CLEAR is None
+    assert keeps_clear(None, S2_BANDS_L2A) is True
+    assert keeps_clear(None, S2_BANDS_L1C) is False
+    assert keeps_clear(None, tuple(reversed(S2_BANDS_L1C))) is False  # by name, not by position
+    assert keeps_clear(False, S2_BANDS_L2A) is False
+    assert keeps_clear(True, S2_BANDS_L1C) is True
+
+
+def test_level_2a_fill_takes_the_band_levels_of_the_kept_clear_pixels(tmp_path: Path) -> None:
+    """Level-2A with its clear pixels kept: the harmonised fill is shifted band by band to the input's
+    clear levels (a model that returns 3000 DN in a scene of 2000 DN fills the cloud with ~2000); a
+    Level-1C scene with clear pixels kept keeps the model's 3000."""
+    size = 96
+    cloud = np.zeros((size, size), np.uint8)
+    cloud[36:60, 36:60] = 1
+    mask = rasters.write_mask(tmp_path / "mask.tif", cloud)
+    s1 = rasters.write_s1(tmp_path / "s1.tif", size, size)
+    inner = (slice(None), slice(42, 54), slice(42, 54))
+    for level, expected in (("L2A", 2000), ("L1C", 3000)):
+        bands = 12 if level == "L2A" else 13
+        s2 = rasters.write_s2(tmp_path / f"{level}.tif", size, size, level=level,
+                              array=np.full((bands, size, size), 2000, np.uint16))
+        out = rasters.read(run(Constant(0.3), s1, s2, tmp_path / f"{level}_o.tif", keep_clear=True, cloud_mask=mask,
+                               feather=0, harmonise=64).output)
+        assert np.abs(out[inner].astype(np.int32) - expected).max() <= 2, (level, out[inner].min(), out[inner].max())

@@ -104,7 +104,8 @@ def test_restore_options_are_built_without_running(provider: Any, scene: dict[st
     assert options["sar"] == str(scene["s1"]) and options["optical"] == str(scene["s2"])
     assert options["strategy"] == "iterative" and options["device"] == "cpu"
     assert options["tile_size"] is None and options["overlap"] is None  # the model card's defaults
-    assert options["keep_clear"] is False and options["cloud_mask"] is None
+    assert options["keep_clear"] is None and options["cloud_mask"] is None  # unchecked: automatic by level
+    assert alg.restore_options({**params, "KEEP_CLEAR": True}, context)["keep_clear"] is True
     assert options["mask_output"] is None and options["change_output"] is None
     assert "extent" not in options  # no area of interest: the whole image
     assert not (tmp_path / "out.tif").exists()

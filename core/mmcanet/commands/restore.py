@@ -87,7 +87,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--keep-clear",
         action=argparse.BooleanOptionalAction,
         default=d["keep_clear"],
-        help="keep input pixels the cloud mask says are clear (default: %(default)s)",
+        help="keep input pixels the cloud mask says are clear; --no-keep-clear restores every pixel (default: "
+        "by the optical image's level: Level-2A keeps them, Level-1C has every pixel restored)",
     )
     m.add_argument(
         "--clear-weight",

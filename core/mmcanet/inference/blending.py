@@ -466,3 +466,44 @@ def harmonise_fill(
     ratio = (s[0] / np.maximum(g_clear, eps)) / np.maximum(s[1] / np.maximum(g_fill, eps), np.float32(1e-3))
     factor = np.clip(ratio, 1.0 / 3.0, 3.0) ** gain
     return (restored * factor.astype(np.float32)).astype(np.float32, copy=False)
+
+
+
+def shift_fill_to_input(
+    restored: np.ndarray, optical: np.ndarray, mask: np.ndarray, invalid: np.ndarray, sigma: float,
+    tau: float = HARMONISE_TAU,
+) -> np.ndarray:
+    """Shift each band of the fill under the cloud mask by the local mean of (input - restored) over clear pixels.
+
+    For Level-2A input whose clear pixels are kept: the network learned on top-of-atmosphere Level-1C
+    and restores an atmospherically corrected scene with Level-1C-like levels (hazier, bluer), so next
+    to the kept input pixels its fill shows as a coloured patch. Around each masked pixel the clear
+    pixels show, band by band, how far the network's levels are from the input's; the fill moves by
+    that much (normalised Gaussian means over ``sigma`` px, weighted like :func:`harmonise_fill` by the
+    soft mask and how much clear land is near). On Level-1C input it is not used: there the clear input
+    pixels next to a cloud carry its haze, and the same shift lost 0.3 dB (docs/QUALITY.md section 9).
+
+    Args:
+        restored: float32 ``(n, h, w)`` model output (0-1), file band order.
+        optical: float32 ``(n, h, w)`` input in the same units and order (NaN allowed where invalid).
+        mask: bool ``(h, w)`` cloud / shadow mask used for the tile.
+        invalid: bool ``(h, w)`` nodata pixels (ignored in the means, unchanged).
+        sigma: Gaussian scale (px) of the local means; 0 returns ``restored`` unchanged.
+        tau: share of clear neighbours at and above which the full shift applies.
+
+    Returns:
+        float32 ``(n, h, w)``: a new array, or ``restored`` itself when nothing applies.
+    """
+    if sigma <= 0 or not mask.any() or mask.all():
+        return restored
+    valid = (~invalid).astype(np.float32)
+    m = soft_mask(mask, valid)
+    clear = (~mask).astype(np.float32) * valid  # the input under the mask (the cloud) never counts
+    diff = np.nan_to_num(optical - restored, nan=0.0, posinf=0.0, neginf=0.0)
+    s = _smooth(np.concatenate([clear[None] * diff, np.stack([clear, valid])]), sigma)
+    eps = np.float32(1e-6)
+    g_clear, g_valid = s[-2], s[-1]
+    share = np.clip(g_clear / np.maximum(g_valid, eps) / np.float32(tau), 0.0, 1.0)
+    gain = (m * share * (g_clear > eps)).astype(np.float32)
+    offset = s[:-2] / np.maximum(g_clear, eps)
+    return (restored + gain * offset).astype(np.float32, copy=False)

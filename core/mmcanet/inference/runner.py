@@ -17,7 +17,7 @@ import numpy as np
 
 from ..bands import S2_BANDS_L1C, S2_BANDS_L2A, S2_DN_SCALE
 from ..cpus import rank_cpus
-from ..options import RestoreOptions, resolve_tiling
+from ..options import RestoreOptions, is_level_2a, keeps_clear, resolve_tiling
 from ..raster_write import RasterWriter
 from ..reporting import Reporter
 from ..trust import trust_settings
@@ -78,6 +78,13 @@ class SceneRunner:
         band_map = model_band_map(card, names, ins.optical_what)
         self.out_from_model = output_band_map(card, names, ins.optical_what)
         self.detect_order = [names.index(n) for n in (S2_BANDS_L1C if len(names) == 13 else S2_BANDS_L2A)]
+        self.keep_clear = keeps_clear(opts.keep_clear, names)
+        """Whether clear pixels are kept (the option, or automatic by processing level)."""
+        self.shift_to_input = self.keep_clear and is_level_2a(names)
+        """Level-2A input with kept clear pixels: the harmonised fill also takes their band levels."""
+        if opts.keep_clear is None and self.keep_clear:
+            rep.info(f"{ins.optical_what} is Level-2A (no B10): its clear pixels are kept, the clouds restored "
+                     "(--no-keep-clear / keep_clear=False restores every pixel)")
         self.detect = None
         self.mask_source = "none"
         if ins.mask is not None:
@@ -140,7 +147,7 @@ class SceneRunner:
             cm = self.detect(unit if self._detect_in_order else unit[self.detect_order])
             mask = np.asarray(cm.cloud) | np.asarray(cm.shadow)
             detect_s = time.perf_counter() - t1
-        alpha = blending.restore_weight(mask, invalid, self.opts.keep_clear, self.opts.feather, self.opts.clear_weight)
+        alpha = blending.restore_weight(mask, invalid, self.keep_clear, self.opts.feather, self.opts.clear_weight)
         return mask, alpha, detect_s, time.perf_counter() - t0
 
     def _map(self, fn: Callable[[_I], _O], items: list[_I]) -> list[_O]:
@@ -188,6 +195,10 @@ class SceneRunner:
             cols = slice(w.col_off, w.col_end)
             if restored is not None and mask is not None and self.opts.harmonise > 0:
                 restored = blending.harmonise_fill(restored, mask, strip.invalid[rows, cols], self.opts.harmonise)
+                if self.shift_to_input:  # Level-2A, clear pixels kept: the fill takes their band levels
+                    optical = strip.s2_dn[:, rows, cols].astype(np.float32) * np.float32(1.0 / scale)
+                    restored = blending.shift_fill_to_input(restored, optical, mask, strip.invalid[rows, cols],
+                                                            self.opts.harmonise)
             if restored is not None and mask is not None and self.opts.sar_structure > 0:
                 optical = strip.s2_dn[:, rows, cols].astype(np.float32) * np.float32(1.0 / scale)
                 restored = transfer_sar_structure(restored, optical, strip.s1_db[:, rows, cols], mask,

@@ -238,7 +238,7 @@ def _restore(
         f"{runner.plan.tile_height} (overlap {runner.overlap}), model {card.name} v{card.version}, strategy "
         f"{strategy}, SAR {ins.sar_units}{' warped' if ins.sar.warped else ''}, cloud mask {runner.mask_source}"
     )
-    tags = _tags(card, strategy, runner, ins, options.keep_clear)
+    tags = _tags(card, strategy, runner, ins, runner.keep_clear)
     common: dict[str, Any] = {"width": info.width, "height": info.height,
                               "geotransform": info.geotransform if info.georeferenced else None,
                               "crs_wkt": info.crs_wkt, "tags": tags, "overviews": options.overviews, "cog": options.cog}

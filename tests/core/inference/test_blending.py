@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from mmcanet.inference.blending import StripAccumulator, harmonise_fill, ramp, tile_weight, weight_sums
+from mmcanet.inference.blending import (
+    StripAccumulator,
+    harmonise_fill,
+    ramp,
+    shift_fill_to_input,
+    tile_weight,
+    weight_sums,
+)
 from mmcanet.inference.tiling import plan_tiles
 
 
@@ -130,6 +137,33 @@ def test_harmonise_fill_needs_clear_land_and_ignores_nodata() -> None:
     big[0, 0] = False
     out = harmonise_fill(restored, big, invalid, sigma=32)
     assert float(np.abs(out[:, 64, 64] - restored[:, 64, 64]).max()) < 1e-3
+
+
+def test_shift_fill_to_input_moves_each_band_by_the_local_input_minus_restored_difference() -> None:
+    """Level-2A: the network's levels differ from the input's by band (here +0.05 in band 0, -0.02 in
+    band 1 over the clear land); deep inside the cloud the fill moves by exactly that, per band."""
+    restored, mask, invalid = _fill_scene()
+    optical = restored.copy()
+    optical[0] += 0.05
+    optical[1] -= 0.02
+    optical[:, mask] = 0.9  # the cloud itself never counts
+    out = shift_fill_to_input(restored, optical, mask, invalid, sigma=32)
+    inner = np.zeros_like(mask)
+    inner[52:76, 52:76] = True
+    np.testing.assert_allclose(out[0][inner] - restored[0][inner], 0.05, atol=1e-4)
+    np.testing.assert_allclose(out[1][inner] - restored[1][inner], -0.02, atol=1e-4)
+    far = np.ones_like(mask)
+    far[40:88, 40:88] = False
+    np.testing.assert_array_equal(out[:, far], restored[:, far])  # outside the mask nothing moves
+    assert shift_fill_to_input(restored, optical, mask, invalid, sigma=0) is restored
+    assert shift_fill_to_input(restored, optical, np.ones_like(mask), invalid, sigma=32) is restored
+    nodata = np.zeros_like(mask)
+    nodata[:, :30] = True
+    o2 = optical.copy()
+    o2[:, nodata] = np.nan  # nodata in the input: ignored, not spread
+    a = shift_fill_to_input(restored, optical, mask, nodata, sigma=32)
+    b = shift_fill_to_input(restored, o2, mask, nodata, sigma=32)
+    np.testing.assert_allclose(a[:, mask], b[:, mask], atol=1e-5)
 
 
 # -- compositing and the soft weights, value by value (mutation survivors of blending) ----------------------
