@@ -103,6 +103,10 @@ def test_inference_guide_is_the_opacity_estimate_near_the_mask_and_zero_beyond()
         torch.testing.assert_close(res["cloud"], torch.where(near, est, torch.zeros_like(est)))
         assert float(est[near].min()) > 0  # the estimate is what the guide keeps, not a copy of the mask
         torch.testing.assert_close(model(s2, s1, mask), model._project(res["stages"][-1], res["cloud"]))
+        assert torch.equal(model.forward_train(s2, s1, mask, judge=False, guide_reach=0)["cloud"], mask)  # per call
+        torch.testing.assert_close(model(s2, s1, mask, guide_reach=0),
+                                   model._project(model.forward_train(s2, s1, mask, judge=False, guide_reach=0)
+                                                  ["stages"][-1], mask))
         model.guide_reach = 0
         assert torch.equal(model.forward_train(s2, s1, mask, judge=False)["cloud"], mask)
         model.guide_reach = 3

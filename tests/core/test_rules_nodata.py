@@ -492,3 +492,28 @@ def test_level_2a_fill_takes_the_band_levels_of_the_kept_clear_pixels(tmp_path: 
         out = rasters.read(run(Constant(0.3), s1, s2, tmp_path / f"{level}_o.tif", keep_clear=True, cloud_mask=mask,
                                feather=0, harmonise=64).output)
         assert np.abs(out[inner].astype(np.int32) - expected).max() <= 2, (level, out[inner].min(), out[inner].max())
+
+
+class GuideRecorder(nn.Module):
+    """Identity with a ``guide_reach`` option (as the bundled network): records the override it was given."""
+
+    guide_reach = 16
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reaches: list[int | None] = []
+
+    def forward(self, s2: torch.Tensor, s1: torch.Tensor, mask: torch.Tensor | None = None,
+                guide_reach: int | None = None) -> torch.Tensor:
+        self.reaches.append(guide_reach)
+        return s2.clone()
+
+
+@pytest.mark.parametrize(("level", "reach"), [("L2A", 0), ("L1C", None)])
+def test_level_2a_guides_the_network_by_the_mask_as_given(tmp_path: Path, level: str, reach: int | None) -> None:
+    """The network's own opacity estimate learned Level-1C clouds: for Level-2A input the engine asks for the
+    mask as given (guide_reach 0); for Level-1C it leaves the network's own setting (no override)."""
+    s2 = rasters.write_s2(tmp_path / "s2.tif", H, W, level=level)
+    model = GuideRecorder()
+    run(model, rasters.write_s1(tmp_path / "s1.tif", H, W), s2, tmp_path / "o.tif", keep_clear=False)
+    assert model.reaches and set(model.reaches) == {reach}

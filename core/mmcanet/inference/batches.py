@@ -72,6 +72,9 @@ class BatchRunner:
         self.band_map = band_map
         self.smooth_coarse_bands = True
         """Smooth the coarse bands under cloud before the forward (:mod:`mmcanet.coarse_bands`)."""
+        self.mask_as_given = False
+        """Guide the network by the mask as given, not by its own opacity estimate near the mask (a model's
+        ``guide_reach``): for Level-2A input, whose opacity the Level-1C-trained estimate misjudges."""
         self.tile_shape = tile_shape
         self.batch_size = batch_size
         self.seconds = 0.0
@@ -269,11 +272,13 @@ class BatchRunner:
         """Model forward; checks the output shape."""
         import torch
 
+        reach = getattr(self.model, "guide_reach", None)  # only networks with the option take the keyword
+        extra: dict[str, int] = {"guide_reach": 0} if self.mask_as_given and isinstance(reach, int) and reach > 0 else {}
         if self.with_error:  # the restoration and its predicted error, as one tensor (C + 1 channels)
-            restored, err = self.model.forward_with_error(s2, s1, mask)  # type: ignore[operator]
+            restored, err = self.model.forward_with_error(s2, s1, mask, **extra)  # type: ignore[operator]
             y = torch.cat([restored, err], dim=1)
         else:
-            y = self.model(s2, s1, mask=mask)
+            y = self.model(s2, s1, mask=mask, **extra)
         expected = (s2.shape[0], len(self.card.s2_bands) + int(self.with_error), *s2.shape[-2:])
         if not isinstance(y, torch.Tensor) or y.shape != expected:
             shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__

@@ -110,6 +110,7 @@ class SceneRunner:
         self.batches = BatchRunner(model, card, device, band_map, (self.plan.tile_height, self.plan.tile_width),
                                    opts.batch_size, rep, tuning, with_error=self.with_error)
         self.batches.smooth_coarse_bands = opts.smooth_coarse_bands
+        self.batches.mask_as_given = is_level_2a(names)
         import torch
 
         from ..devices import resolve_precision

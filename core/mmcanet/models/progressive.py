@@ -95,12 +95,13 @@ class CloudRemovalNet(nn.Module):
             mode = "replicate"
         return F.pad(t, (0, pw, 0, ph), mode=mode)
 
-    def _guide(self, mask: torch.Tensor | None, estimate: torch.Tensor) -> torch.Tensor | None:
-        """The cloud guide of this pass (unpadded): the given mask, or at inference with ``guide_reach`` the
-        opacity estimate within ``guide_reach`` px of it (square neighbourhood) and 0 beyond; None = no mask."""
-        if mask is None or self.guide_reach <= 0 or self.training:
+    def _guide(self, mask: torch.Tensor | None, estimate: torch.Tensor, reach: int | None = None) -> torch.Tensor | None:
+        """The cloud guide of this pass (unpadded): the given mask, or at inference with ``guide_reach`` (or
+        ``reach`` when given) the opacity estimate within that many px of it (square neighbourhood) and 0
+        beyond; None = no mask."""
+        r = self.guide_reach if reach is None else reach
+        if mask is None or r <= 0 or self.training:
             return mask
-        r = self.guide_reach
         near = F.max_pool2d((mask > 0.5).to(estimate.dtype), kernel_size=2 * r + 1, stride=1, padding=r)
         return estimate * near
 
@@ -111,7 +112,8 @@ class CloudRemovalNet(nn.Module):
 
     # ---- forward -------------------------------------------------------------------------------
     def forward_train(
-        self, s2: torch.Tensor, s1: torch.Tensor, mask: torch.Tensor | None = None, judge: bool = True
+        self, s2: torch.Tensor, s1: torch.Tensor, mask: torch.Tensor | None = None, judge: bool = True,
+        guide_reach: int | None = None,
     ) -> dict[str, Any]:
         """Run the strategy and keep every intermediate.
 
@@ -120,6 +122,7 @@ class CloudRemovalNet(nn.Module):
             s1: SAR (B, 2, H, W), 0-1 (normalised dB); zeros when SAR is missing.
             mask: optional cloud mask/opacity (B, 1, H, W) in [0, 1]; estimated when None.
             judge: run the error head (when the network has one).
+            guide_reach: this pass's ``guide_reach`` (None: the network's; 0: the mask as given).
 
         Returns:
             dict with ``stages`` (list of (B, bands, H, W), the last is the output) and
@@ -134,7 +137,7 @@ class CloudRemovalNet(nn.Module):
         sar = self._pad(s1)
         logits = self.opacity.logits(x0)
         est = torch.sigmoid(logits)
-        mask = self._guide(mask, est[..., :h, :w])
+        mask = self._guide(mask, est[..., :h, :w], guide_reach)
         guide = self._pad(mask, "replicate") if mask is not None else est
         ctx = self._sar_ctx(sar)
         stages: list[torch.Tensor] = []
@@ -202,22 +205,24 @@ class CloudRemovalNet(nn.Module):
         res = self.forward_train(s2, s1, mask, judge=False)
         return self._project(res["stages"][-1], res["cloud"]), torch.sigmoid(res["opacity_logits"])
 
-    def forward(self, s2: torch.Tensor, s1: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, s2: torch.Tensor, s1: torch.Tensor, mask: torch.Tensor | None = None, guide_reach: int | None = None
+    ) -> torch.Tensor:
         """Restore: s2 (B, bands, H, W) 0-1, s1 (B, 2, H, W) 0-1, optional mask -> (B, bands, H, W) 0-1 (unclamped).
 
         In eval mode with ``spectral_rank > 0`` the cloudy pixels (the given mask, else the opacity
         estimate) are kept in the scene's clear spectral subspace (models/spectral.py).
         """
-        res = self.forward_train(s2, s1, mask, judge=False)
+        res = self.forward_train(s2, s1, mask, judge=False, guide_reach=guide_reach)
         return self._project(res["stages"][-1], res["cloud"])
 
     def forward_with_error(
-        self, s2: torch.Tensor, s1: torch.Tensor, mask: torch.Tensor | None = None
+        self, s2: torch.Tensor, s1: torch.Tensor, mask: torch.Tensor | None = None, guide_reach: int | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Restore and predict the error of the restoration in the same pass.
 
         Args:
-            s2, s1, mask: as :meth:`forward`.
+            s2, s1, mask, guide_reach: as :meth:`forward`.
 
         Returns:
             ``(restored, error)``: restored (B, bands, H, W) 0-1 unclamped, exactly what :meth:`forward`
@@ -230,7 +235,7 @@ class CloudRemovalNet(nn.Module):
         if not self.predicts_error:
             raise ValueError("this network cannot predict its error: no fitted trust predictor (model card "
                              "trust.predictor) and no error head (model config error_head = false)")
-        res = self.forward_train(s2, s1, mask)
+        res = self.forward_train(s2, s1, mask, guide_reach=guide_reach)
         return res["restored"], torch.exp(res["log_error"])
 
     def set_strategy(self, strategy: str) -> None:
