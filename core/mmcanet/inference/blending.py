@@ -427,6 +427,14 @@ def soft_mask(mask: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return _smooth(m, 1.0) / np.maximum(_smooth(valid, 1.0), 1e-6) * valid
 
 
+def _near_clear_gain(m: np.ndarray, g_clear: np.ndarray, g_valid: np.ndarray, tau: float) -> np.ndarray:
+    """How much of a fill correction applies: the soft mask times how much clear land is near (the local
+    share of clear among valid pixels over ``tau``, clipped to [0, 1]); 0 where no clear pixel is near."""
+    eps = np.float32(1e-6)
+    share = np.clip(g_clear / np.maximum(g_valid, eps) / np.float32(tau), 0.0, 1.0)
+    return m * share * (g_clear > eps)
+
+
 def harmonise_fill(
     restored: np.ndarray, mask: np.ndarray, invalid: np.ndarray, sigma: float, tau: float = HARMONISE_TAU
 ) -> np.ndarray:
@@ -461,8 +469,7 @@ def harmonise_fill(
     s = _smooth(np.stack([clear * level, m * level, clear, m, valid]), sigma)
     eps = np.float32(1e-6)
     g_clear, g_fill, g_valid = s[2], s[3], s[4]
-    share = np.clip(g_clear / np.maximum(g_valid, eps) / np.float32(tau), 0.0, 1.0)
-    gain = m * share * (g_fill > eps) * (g_clear > eps)
+    gain = _near_clear_gain(m, g_clear, g_valid, tau) * (g_fill > eps)
     ratio = (s[0] / np.maximum(g_clear, eps)) / np.maximum(s[1] / np.maximum(g_fill, eps), np.float32(1e-3))
     factor = np.clip(ratio, 1.0 / 3.0, 3.0) ** gain
     return (restored * factor.astype(np.float32)).astype(np.float32, copy=False)
@@ -503,7 +510,6 @@ def shift_fill_to_input(
     s = _smooth(np.concatenate([clear[None] * diff, np.stack([clear, valid])]), sigma)
     eps = np.float32(1e-6)
     g_clear, g_valid = s[-2], s[-1]
-    share = np.clip(g_clear / np.maximum(g_valid, eps) / np.float32(tau), 0.0, 1.0)
-    gain = (m * share * (g_clear > eps)).astype(np.float32)
+    gain = _near_clear_gain(m, g_clear, g_valid, tau).astype(np.float32)
     offset = s[:-2] / np.maximum(g_clear, eps)
     return (restored + gain * offset).astype(np.float32, copy=False)
