@@ -111,8 +111,13 @@ def test_info_describes_the_model_file(tiny_model_file: Path, capsys: pytest.Cap
     assert (d["tile_size"], d["overlap"], d["config"], d["training"]) == (32, 8, TINY, {"steps": 3})
     assert d["s2_bands"] == list(rasters.S2_L1C) and d["s1_bands"] == ["VV", "VH"]
     assert d["gmacs_per_256_tile"] > 0
+    from mmcanet.models import DEFAULT_CONFIGS
+
+    assert d["effective_config"] == {**DEFAULT_CONFIGS["mmcanet"], **TINY}  # what the network was built with
+    assert d["effective_config"]["guide_reach"] == 16 and "guide_reach" not in d["config"]
     assert main(["info", str(tiny_model_file)]) == 0
     text = capsys.readouterr().out
+    assert '"guide_reach": 16' in text
     assert f"parameters : {d['params']:,}" in text and "tiles      : 32 px, overlap 8 px" in text
 
 

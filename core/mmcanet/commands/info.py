@@ -20,6 +20,7 @@ def describe(model_path: str | None, tile: int = 256) -> dict[str, Any]:
     """Model description as a dict (keys: path, card fields, params, gmacs_per_256_tile, ...)."""
     from ..complexity import count_macs, count_params
     from ..modelfile import default_model_path, load_model
+    from ..models import model_config
 
     path = model_path or str(default_model_path())
     model, card = load_model(path, "cpu")
@@ -28,6 +29,7 @@ def describe(model_path: str | None, tile: int = 256) -> dict[str, Any]:
     return {
         "path": str(path),
         **card_d,
+        "effective_config": model_config(card.arch, **card.config),
         "params": count_params(model),
         "gmacs_per_256_tile": round(count_macs(model, 256, 256, len(card.s2_bands)) / 1e9, 3),
         f"gmacs_per_{tile}_tile": round(macs / 1e9, 3),
@@ -44,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     lines = [
         f"model file : {d['path']}",
         f"name       : {d['name']} (version {d['version']}, {d['format']})",
-        f"network    : {d['arch']}, strategy {d['strategy']}, config {json.dumps(d['config'])}",
+        f"network    : {d['arch']}, strategy {d['strategy']}, config {json.dumps(d['effective_config'], sort_keys=True)}"
+        " (the card's, defaults filled in)",
         f"S2 bands   : {' '.join(d['s2_bands'])} (DN = reflectance x 10000, scaled by 1/{norm['s2_max_dn']:g})",
         f"S1 bands   : {' '.join(d['s1_bands'])} (dB, clipped to {norm['s1_db_ranges']} -> 0-1)",
         f"tiles      : {d['tile_size']} px, overlap {d['overlap']} px",
