@@ -167,7 +167,7 @@ class RemoveCloudsAlgorithm(MMCANetAlgorithm):
         self.addParameter(device_parameter(self.DEVICE, tr("Device"), core_options.DEFAULT_DEVICE))
         # unchecked = the core's automatic choice (Level-2A: kept, Level-1C: every pixel restored)
         self.addParameter(QgsProcessingParameterBoolean(
-            self.KEEP_CLEAR, tr("Keep clear pixels from the input (unchecked: kept for Level-2A input only)"),
+            self.KEEP_CLEAR, tr("Keep clear pixels from the input (unchecked: automatic, kept for Level-2A only)"),
             defaultValue=False))
         # Not set (None) = the model card's value: QGIS shows an optional number without a default as
         # "Not set", so no number stands for "model default"
