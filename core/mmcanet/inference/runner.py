@@ -77,10 +77,11 @@ class SceneRunner:
         names = ins.optical_names
         band_map = model_band_map(card, names, ins.optical_what)
         self.out_from_model = output_band_map(card, names, ins.optical_what)
-        self.detect_order = [names.index(n) for n in (S2_BANDS_L1C if len(names) == 13 else S2_BANDS_L2A)]
+        level_2a = is_level_2a(names)
+        self.detect_order = [names.index(n) for n in (S2_BANDS_L2A if level_2a else S2_BANDS_L1C)]
         self.keep_clear = keeps_clear(opts.keep_clear, names)
         """Whether clear pixels are kept (the option, or automatic by processing level)."""
-        self.shift_to_input = self.keep_clear and is_level_2a(names)
+        self.shift_to_input = self.keep_clear and level_2a
         """Level-2A input with kept clear pixels: the harmonised fill also takes their band levels."""
         if opts.keep_clear is None and self.keep_clear:
             rep.info(f"{ins.optical_what} is Level-2A (no B10): its clear pixels are kept, the clouds restored "
@@ -110,7 +111,7 @@ class SceneRunner:
         self.batches = BatchRunner(model, card, device, band_map, (self.plan.tile_height, self.plan.tile_width),
                                    opts.batch_size, rep, tuning, with_error=self.with_error)
         self.batches.smooth_coarse_bands = opts.smooth_coarse_bands
-        self.batches.mask_as_given = is_level_2a(names)
+        self.batches.mask_as_given = level_2a
         import torch
 
         from ..devices import resolve_precision
@@ -194,16 +195,19 @@ class SceneRunner:
             rows = slice(w.row_off - strip.row_off, w.row_end - strip.row_off)
             restored, mask = outputs.get(i), masks[i]
             cols = slice(w.col_off, w.col_end)
-            if restored is not None and mask is not None and self.opts.harmonise > 0:
-                restored = blending.harmonise_fill(restored, mask, strip.invalid[rows, cols], self.opts.harmonise)
-                if self.shift_to_input:  # Level-2A, clear pixels kept: the fill takes their band levels
-                    optical = strip.s2_dn[:, rows, cols].astype(np.float32) * np.float32(1.0 / scale)
-                    restored = blending.shift_fill_to_input(restored, optical, mask, strip.invalid[rows, cols],
-                                                            self.opts.harmonise)
-            if restored is not None and mask is not None and self.opts.sar_structure > 0:
-                optical = strip.s2_dn[:, rows, cols].astype(np.float32) * np.float32(1.0 / scale)
-                restored = transfer_sar_structure(restored, optical, strip.s1_db[:, rows, cols], mask,
-                                                  strip.invalid[rows, cols], self.opts.sar_structure)
+            if restored is not None and mask is not None:  # the fill steps under the mask
+                invalid = strip.invalid[rows, cols]
+                optical: np.ndarray | None = None  # the input in model units, made once when a step needs it
+                if self.opts.harmonise > 0:
+                    restored = blending.harmonise_fill(restored, mask, invalid, self.opts.harmonise)
+                    if self.shift_to_input:  # Level-2A, clear pixels kept: the fill takes their band levels
+                        optical = strip.s2_dn[:, rows, cols].astype(np.float32) * np.float32(1.0 / scale)
+                        restored = blending.shift_fill_to_input(restored, optical, mask, invalid, self.opts.harmonise)
+                if self.opts.sar_structure > 0:
+                    if optical is None:
+                        optical = strip.s2_dn[:, rows, cols].astype(np.float32) * np.float32(1.0 / scale)
+                    restored = transfer_sar_structure(restored, optical, strip.s1_db[:, rows, cols], mask, invalid,
+                                                      self.opts.sar_structure)
             values = blending.composite_tile(restored, alphas[i], strip.s2_dn[:, rows, cols],
                                              mask, scale, errors.get(i), self.kept_error if self.with_error else None)
             return self.acc.apply_weight(tiles[i], values)
