@@ -11,6 +11,8 @@ from typing import Any
 from .errors import ConfigError
 
 DATA_KINDS: tuple[str, ...] = ("auto", "triplets", "pairs", "sen12mscr", "simulated", "bigearthnet", "s1s2")
+SIM_MASKS: tuple[str, ...] = ("opacity", "detected")
+"""What a simulated sample's guidance mask is (``TrainConfig.sim_mask``)."""
 """Data source kinds: triplets = {id}_s1/_s2_cloudy/_s2_cloudfree[/_cloudmask].tif folders;
 pairs = *_s2_cloudy.tif / *_s2_cloudfree.tif without SAR; sen12mscr = official layout (train split);
 simulated = the clear images of a triplet/pairs/georef folder with our simulated clouds;
@@ -65,6 +67,12 @@ class TrainConfig:
         stage_decay: weight of stage k is stage_decay ** (K - 1 - k) (deep supervision of progressive stages).
         curriculum: for simulated clouds, grow cloud thickness from thin to thick over the first half.
         sar_dropout: probability of zeroing SAR in a sample (teaches the model to work without SAR).
+        sim_mask: the cloud mask simulated samples give the network as guidance. "opacity" (default): the
+            simulated opacity itself, haze included. "detected": the rule-based detector's cloud + shadow
+            mask of the simulated cloudy image, i.e. what the engine gives it at inference and what real
+            triplets are trained with (the detector misses most haze, so the network learns to remove
+            haze the mask does not show). Either way the opacity net and the CARL term learn from the
+            simulated opacity.
         seed: global seed (data order, crops, augmentation, simulated clouds, init).
         device: auto, cpu or cuda.
         amp: bfloat16 autocast on CUDA.
@@ -110,6 +118,7 @@ class TrainConfig:
     stage_decay: float = 0.5
     curriculum: bool = True
     sar_dropout: float = 0.1
+    sim_mask: str = "opacity"
     seed: int = 0
     device: str = "auto"
     amp: bool = True
@@ -239,6 +248,8 @@ def _check(cfg: TrainConfig, source: str) -> None:
     for key in ("sar_dropout", "stage_decay"):
         if not 0.0 <= getattr(cfg, key) <= 1.0:
             raise ConfigError(f"{source}: {key} is a fraction and must be between 0 and 1, got {getattr(cfg, key)}")
+    if cfg.sim_mask not in SIM_MASKS:
+        raise ConfigError(f"{source}: sim_mask must be one of {', '.join(SIM_MASKS)}, got {cfg.sim_mask!r}")
     if cfg.tile_size < 16:
         raise ConfigError(f"{source}: tile_size must be >= 16 px, got {cfg.tile_size}")
     if cfg.overlap > cfg.tile_size // 2:

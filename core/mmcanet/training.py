@@ -445,7 +445,7 @@ def _train(
             stages = outputs["stages"]
             for k, pred in enumerate(stages):
                 w = cfg.stage_decay ** (len(stages) - 1 - k)
-                l_k, t_k = restoration_loss(pred.float(), batch["s2_clear"], batch["s2_cloudy"], batch["mask"],
+                l_k, t_k = restoration_loss(pred.float(), batch["s2_clear"], batch["s2_cloudy"], batch["opacity"],
                                             cfg.loss_l1, cfg.loss_carl, cfg.loss_ssim, cfg.loss_sam)
                 loss = loss + w * l_k
                 if k == len(stages) - 1:
@@ -455,7 +455,7 @@ def _train(
                 loss = loss + cfg.loss_error * le
                 terms["error_nll"] = float(le.detach())
             if cfg.loss_opacity:
-                lo = opacity_loss(outputs["opacity_logits"].float(), batch["mask"])
+                lo = opacity_loss(outputs["opacity_logits"].float(), batch["opacity"])
                 loss = loss + cfg.loss_opacity * lo
                 terms["opacity"] = float(lo.detach())
             if not torch.isfinite(loss):

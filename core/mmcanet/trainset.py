@@ -34,7 +34,9 @@ from .config import DataSource, TrainConfig
 from .errors import InputError
 
 Sample = dict[str, Any]
-BATCH_KEYS: tuple[str, ...] = ("s2_cloudy", "s2_clear", "s1", "mask")
+BATCH_KEYS: tuple[str, ...] = ("s2_cloudy", "s2_clear", "s1", "mask", "opacity")
+"""``mask`` is the guidance the network is given, ``opacity`` what its opacity net and the CARL term learn
+from: the same for real samples, the simulated opacity for simulated ones (see ``TrainConfig.sim_mask``)."""
 _RAW_KEYS: tuple[str, ...] = ("s2_cloudy", "s2_clear", "s1", "mask")
 WORKER_GDAL_CACHE_MB = 64
 """GDAL block cache of one loader worker: each worker reads whole small files once, a big cache only costs RAM."""
@@ -99,6 +101,7 @@ class TrainingDataset(Dataset):
 
         self.seed, self.epochs, self.crop = int(cfg.seed), int(cfg.epochs), int(cfg.crop)
         self.curriculum, self.sar_dropout = bool(cfg.curriculum), float(cfg.sar_dropout)
+        self.sim_mask = str(cfg.sim_mask)
         self.readers: list[Any] = []
         self.items: list[tuple[int, int, bool]] = []  # (reader, index in reader, simulate)
         for src in sources:
@@ -130,7 +133,8 @@ class TrainingDataset(Dataset):
 
     def sample(self, epoch: int, k: int) -> Sample:
         """Training sample ``k`` of ``epoch``: float32 arrays s2_cloudy, s2_clear (13, c, c), s1 (2, c, c),
-        mask (1, c, c) (0-1 opacity, 1 = cloud) and has_sar; c = min(crop, image side)."""
+        mask (1, c, c) (the guidance: 0-1, 1 = cloud), opacity (1, c, c) (the opacity target) and has_sar;
+        c = min(crop, image side)."""
         from .clouds.simulate import simulate_clouds
 
         _, _, simulate = self.items[k]
@@ -144,7 +148,15 @@ class TrainingDataset(Dataset):
             thickness = "thin" if rng.random() < thin_p else str(rng.choice(["mixed", "thick"]))
             sim = simulate_clouds(arrays["s2_clear"], rng, thickness=thickness)
             arrays["s2_cloudy"] = sim.cloudy.astype(np.float32)
-            arrays["mask"] = sim.opacity[None].astype(np.float32)
+            arrays["opacity"] = sim.opacity[None].astype(np.float32)
+            if self.sim_mask == "detected":
+                from .sample_io import detector_mask
+
+                arrays["mask"] = detector_mask(arrays["s2_cloudy"])[None]
+            else:
+                arrays["mask"] = arrays["opacity"]
+        else:
+            arrays["opacity"] = arrays["mask"]
         has_sar = float(raw["has_sar"])
         if has_sar and rng.random() < self.sar_dropout:
             has_sar = 0.0

@@ -70,6 +70,33 @@ def test_simulated_source_and_sar_dropout(pattern_dir: Path) -> None:
     np.testing.assert_array_equal(ds[(0, 0)]["s2_cloudy"], s["s2_cloudy"])
 
 
+def test_sim_mask_detected_gives_the_engines_mask_and_keeps_the_opacity_target(pattern_dir: Path) -> None:
+    from mmcanet.config import ConfigError
+    from mmcanet.sample_io import detector_mask
+
+    src = [{"path": str(pattern_dir), "kind": "simulated"}]
+    given = TrainingDataset(_cfg(src).data, _cfg(src))  # type: ignore[attr-defined]
+    detected = TrainingDataset(_cfg(src, sim_mask="detected").data, _cfg(src, sim_mask="detected"))  # type: ignore[attr-defined]
+    unflagged_haze = 0
+    for epoch in range(4):
+        for k in range(2):
+            g, d = given[(epoch, k)], detected[(epoch, k)]
+            # the same draw: cloudy image and opacity target do not depend on the option
+            np.testing.assert_array_equal(g["s2_cloudy"], d["s2_cloudy"])
+            np.testing.assert_array_equal(g["opacity"], d["opacity"])
+            np.testing.assert_array_equal(g["mask"], g["opacity"])  # default: the opacity is the guide
+            np.testing.assert_array_equal(d["mask"][0], detector_mask(d["s2_cloudy"]))
+            assert set(np.unique(d["mask"])) <= {0.0, 1.0}
+            unflagged_haze += int(((d["opacity"][0] > 0.05) & (d["mask"][0] == 0)).sum())
+    assert unflagged_haze > 0  # thin cloud the detector misses reaches the network unmarked
+    # real samples: the mask file is both guide and target
+    real = TrainingDataset(_cfg([str(pattern_dir)], sim_mask="detected").data, _cfg([str(pattern_dir)], sim_mask="detected"))  # type: ignore[attr-defined]
+    r = real[(0, 0)]
+    np.testing.assert_array_equal(r["opacity"], r["mask"])
+    with pytest.raises(ConfigError, match="sim_mask must be one of opacity, detected"):
+        _cfg(src, sim_mask="soft")
+
+
 def test_image_cache_keeps_within_budget_lru() -> None:
     one = {"x": np.zeros(256, np.float32)}  # 1 KiB
     cache = ImageCache(3 * 1024)
