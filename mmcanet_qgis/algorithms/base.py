@@ -7,6 +7,7 @@ Algorithms stay thin: read parameters, call one core function with plain values 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -158,9 +159,18 @@ class MMCANetAlgorithm(QgsProcessingAlgorithm):
     ) -> str | None:
         """File (GDAL dataset name) behind the raster layer parameter ``name``.
 
+        A value that names an existing file (and no layer of the project) goes to the core as it is: the
+        core opens it with GDAL and says what is wrong with it. No QgsRasterLayer is created for it, so
+        a run in a background task (the dock, the Toolbox) builds no layer outside the main thread,
+        which crashed QGIS now and then. Layer ids, layer names and layer objects are looked up as
+        Processing does.
+
         Raises QgsProcessingException when the layer cannot be loaded or is not read by GDAL (a WMS,
         a virtual raster of the raster calculator, ...): the core reads files with GDAL only.
         """
+        value = parameters.get(name)
+        if isinstance(value, str) and os.path.isfile(value) and not _names_a_layer(value, context):
+            return value
         layer = self.parameterAsRasterLayer(parameters, name, context)
         if layer is None:
             if optional and not parameters.get(name):
@@ -208,3 +218,9 @@ def device_parameter(name: str, description: str, default: str = DEVICES[0]) -> 
     """DEVICE: auto (CUDA when available, else CPU), cpu or cuda."""
     return QgsProcessingParameterEnum(name, description, options=list(DEVICES),
                                       defaultValue=DEVICES.index(default) if default in DEVICES else 0)
+
+
+def _names_a_layer(value: str, context: QgsProcessingContext) -> bool:
+    """Whether ``value`` is the id or the name of a layer of the context's project (which wins over a file)."""
+    project = context.project()
+    return project is not None and (project.mapLayer(value) is not None or bool(project.mapLayersByName(value)))

@@ -195,6 +195,7 @@ BAD_INPUTS = {
     # case: (which input is replaced, how to make it, words the message must contain)
     "3-band optical": ("s2", _rgb, ("3 band", "13")),
     "13-band SAR": ("s1", lambda p: rasters.write_s2(p, 40, 48), ("13 band", "2")),
+    "text file as optical": ("s2", lambda p: (p.write_text("not a raster\n"), p)[1], ("optical", "bad_s2.tif")),
     "non-overlapping": ("s1", lambda p: rasters.write_s1(p, 40, 48, geotransform=rasters.default_geotransform(
         origin=(700000.0, 4000000.0))), ("overlap",)),
 }
@@ -223,6 +224,29 @@ def test_missing_file_is_reported_by_parameter_name(provider: Any, scene: dict[s
     with pytest.raises(QgsProcessingException) as err:
         run("remove_clouds", {"SAR": str(missing), "OPTICAL": str(scene["s2"]), "OUTPUT": str(tmp_path / "o.tif")})
     assert "SAR" in str(err.value) and "does_not_exist.tif" in str(err.value)
+
+
+def test_file_inputs_reach_the_core_without_a_layer_and_layers_still_resolve(
+    provider: Any, scene: dict[str, Path]
+) -> None:
+    """A file path goes to the core as it is (no QgsRasterLayer built, e.g. in a background task's thread);
+    a layer id of the project still resolves to its source, and a missing optional input is None."""
+    from qgis.core import QgsProject
+
+    alg = provider.algorithm("remove_clouds")
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    path = str(scene["s2"])
+    assert alg.raster_path({"OPTICAL": path}, "OPTICAL", context) == path
+    assert context.temporaryLayerStore().count() == 0, "no layer was loaded for a plain file"
+    assert alg.raster_path({"CLOUD_MASK": None}, "CLOUD_MASK", context, optional=True) is None
+    layer = QgsRasterLayer(str(scene["s1"]), "sar layer")
+    QgsProject.instance().addMapLayer(layer)
+    try:
+        assert alg.raster_path({"SAR": layer.id()}, "SAR", context) == layer.source()
+        assert alg.raster_path({"SAR": "sar layer"}, "SAR", context) == layer.source()
+    finally:
+        QgsProject.instance().removeMapLayer(layer.id())
 
 
 def test_missing_model_file_is_a_clear_error(provider: Any, scene: dict[str, Path], tmp_path: Path) -> None:
