@@ -11,13 +11,13 @@ from typing import Any
 from .errors import ConfigError
 
 DATA_KINDS: tuple[str, ...] = ("auto", "triplets", "pairs", "sen12mscr", "simulated", "bigearthnet", "s1s2")
-SIM_MASKS: tuple[str, ...] = ("opacity", "detected")
-"""What a simulated sample's guidance mask is (``TrainConfig.sim_mask``)."""
 """Data source kinds: triplets = {id}_s1/_s2_cloudy/_s2_cloudfree[/_cloudmask].tif folders;
 pairs = *_s2_cloudy.tif / *_s2_cloudfree.tif without SAR; sen12mscr = official layout (train split);
 simulated = the clear images of a triplet/pairs/georef folder with our simulated clouds;
 bigearthnet = BigEarthNet-MM S1/S2 band folders (clear, Level-2A) with simulated clouds;
 s1s2 = clear co-registered {id}_s1.tif + {id}_s2.tif pairs with simulated clouds."""
+SIM_MASKS: tuple[str, ...] = ("opacity", "detected")
+"""What a simulated sample's guidance mask is (``TrainConfig.sim_mask``)."""
 
 
 @dataclass
