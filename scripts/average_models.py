@@ -21,7 +21,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "core"))
 
 from mmcanet.errors import ModelFileError  # noqa: E402
-from mmcanet.modelfile import load_model, save_model  # noqa: E402
+from mmcanet.modelfile import ModelCard, load_model, save_model  # noqa: E402
+from mmcanet.models import model_config  # noqa: E402
+
+INFERENCE_ONLY = ("guide_reach",)
+"""Model-config keys that change how the network is run, not its weights."""
 
 
 def parse_input(text: str) -> tuple[Path, float]:
@@ -42,8 +46,14 @@ def average(inputs: list[tuple[Path, float]], out: Path) -> Path:
         raise ModelFileError("give at least two model files to average")
     models = [(path, w, *load_model(path)) for path, w in inputs]
     first_path, _, net, card = models[0]
+    def network(c: ModelCard) -> tuple[object, ...]:
+        # the effective config (defaults filled in) without the inference-only guide_reach: older cards
+        # omit keys at their defaults, and the guide does not change the weights
+        cfg = {k: v for k, v in model_config(c.arch, **c.config).items() if k not in INFERENCE_ONLY}
+        return c.arch, c.strategy, tuple(c.s2_bands), cfg
+
     for path, _, _, other in models[1:]:
-        same = (other.arch, other.strategy, other.s2_bands, other.config) == (card.arch, card.strategy, card.s2_bands, card.config)
+        same = network(other) == network(card)
         if not same:
             raise ModelFileError(f"{path}: not the same network as {first_path} (architecture, strategy, bands or "
                                  "config differ); only continuations of one model can be averaged")

@@ -51,6 +51,9 @@ def test_other_networks_and_bad_arguments_are_refused(tmp_path: Path) -> None:
     wider = _model(tmp_path / "wide.safetensors", 2, {**TINY, "widths": [8, 8]})
     with pytest.raises(ModelFileError, match="not the same network"):
         mod.average([(a, 1.0), (wider, 1.0)], tmp_path / "x.safetensors")
+    # a card that spells out the defaults (and its inference-only guide) is the same network
+    spelled = _model(tmp_path / "spelled.safetensors", 3, {**TINY, "guide_reach": 0, "error_head": False})
+    assert mod.average([(a, 1.0), (spelled, 1.0)], tmp_path / "ok.safetensors").exists()
     with pytest.raises(ModelFileError, match="at least two"):
         mod.average([(a, 1.0)], tmp_path / "x.safetensors")
     assert not (tmp_path / "x.safetensors").exists()
