@@ -134,6 +134,27 @@ def _report_missing_sar(runner: SceneRunner, ins: SceneInputs, rep: Reporter, wr
     return fraction
 
 
+HEAVY_CLOUD_FRACTION = 0.5
+"""Share of valid pixels under the cloud / shadow mask from which a run warns that most of its output is a fill."""
+
+
+def _report_cloud_cover(runner: SceneRunner, rep: Reporter, writers: dict[str, RasterWriter]) -> None:
+    """Write the masked share into the outputs' metadata; warn when most of the image is a fill, not an observation."""
+    if runner.mask_source == "none" or not runner.valid_px:
+        return
+    fraction = runner.masked_px / runner.valid_px
+    for w in writers.values():
+        w.update_tags({"MMCANET_CLOUD_FRACTION": f"{fraction:.6f}"})
+    if fraction >= HEAVY_CLOUD_FRACTION:
+        rep.warn(
+            f"{fraction:.0%} of the valid pixels are under cloud or cloud shadow: there the output is predicted "
+            "from the SAR and the clear land around them, not observed. Field edges, rivers and roads the SAR shows "
+            "are drawn in; colours and fine detail are approximate, and where the SAR shows no structure (forest, "
+            "mountains) the fill is smooth. Check these areas before classifying them (the mask output shows "
+            "which pixels they are; docs/TRUST.md)"
+        )
+
+
 def _require_error_head(model: nn.Module, card: ModelCardLike, options: RestoreOptions) -> None:
     """Refuse the uncertainty output for a model without an error head (message: which model, how to add one)."""
     from ..modelfile import default_model_path
@@ -267,6 +288,7 @@ def _restore(
             )
         runner.run(writers)
         sar_missing = _report_missing_sar(runner, ins, rep, writers)
+        _report_cloud_cover(runner, rep, writers)
         for w in writers.values():  # overviews / COG of every output before any is renamed into place
             w.finish(rep.canceled)
         paths = {k: w.commit() for k, w in writers.items()}

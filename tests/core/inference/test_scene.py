@@ -378,6 +378,29 @@ def test_keep_clear_with_given_mask(tmp_path: Path) -> None:
     assert rec.seen and rec.seen[0][2] is not None and rec.seen[0][2].shape[1] == 1
 
 
+@pytest.mark.parametrize(("rows", "warned"), [(20, False), (31, True)])
+def test_mostly_clouded_scene_warns_and_every_output_carries_the_cloud_share(
+    tmp_path: Path, rows: int, warned: bool
+) -> None:
+    from osgeo import gdal
+
+    h, w = 60, 40
+    s2 = rasters.write_s2(tmp_path / "s2.tif", h, w)
+    s1 = rasters.write_s1(tmp_path / "s1.tif", h, w)
+    m = np.zeros((h, w), np.uint8)
+    m[:rows] = 1  # 20 / 60 rows: a third; 31 / 60: just over half
+    mask = rasters.write_raster(tmp_path / "mask.tif", m, geotransform=rasters.default_geotransform())
+    res = run(Constant(0.5), s1, s2, tmp_path / "o.tif", cloud_mask=mask, mask_output=tmp_path / "m.tif")
+    share = rows / h
+    assert res.cloud_fraction == pytest.approx(share)
+    for path in (res.output, res.mask_output):
+        assert float(gdal.Open(str(path)).GetMetadataItem("MMCANET_CLOUD_FRACTION")) == pytest.approx(share, abs=1e-6)
+    notices = [m for m in res.warnings if "under cloud or cloud shadow" in m]
+    assert bool(notices) is warned
+    if warned:
+        assert f"{share:.0%}" in notices[0] and "not observed" in notices[0]
+
+
 def test_keep_clear_skips_clear_tiles(tmp_path: Path) -> None:
     h, w = 64, 128
     s2 = rasters.write_s2(tmp_path / "s2.tif", h, w)
