@@ -11,6 +11,10 @@ from collections.abc import Callable
 
 from .errors import CancelledError
 
+WARNING_PREFIX = "warning: "
+"""How a warning starts on a ``log`` callable (front ends that have a warning channel, such as QGIS
+Processing feedback, route such lines to it)."""
+
 Progress = Callable[[float], None]
 """Called with the fraction done, 0-1."""
 IsCanceled = Callable[[], bool]
@@ -49,7 +53,7 @@ class Reporter:
     def warn(self, msg: str) -> None:
         """A warning: logged, and kept in :attr:`warnings` for the call's result."""
         self.warnings.append(msg)
-        self._logger.warning(msg) if self._log is None else self._log(f"warning: {msg}")
+        self._logger.warning(msg) if self._log is None else self._log(f"{WARNING_PREFIX}{msg}")
 
     def progress(self, fraction: float) -> None:
         """Report the fraction done (0-1)."""

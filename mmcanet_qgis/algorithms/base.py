@@ -17,6 +17,7 @@ from typing import Any
 # (the package __init__ has already put the vendored core on sys.path).
 from mmcanet.names import ARCHITECTURES, STRATEGIES  # noqa: F401 - re-exported
 from mmcanet.options import DEVICE_CHOICES as DEVICES
+from mmcanet.reporting import WARNING_PREFIX
 from qgis.core import (
     Qgis,
     QgsProcessingAlgorithm,
@@ -105,10 +106,18 @@ def core_errors() -> Iterator[None]:
 def core_callbacks(feedback: QgsProcessingFeedback | None) -> dict[str, Callable[..., Any]]:
     """``progress``, ``is_canceled`` and ``log`` keyword arguments of a core call, bound to ``feedback``."""
     fb = feedback or QgsProcessingFeedback()
+
+    def log(message: str) -> None:
+        # the core's warnings go to the warning channel: the Processing log and the dock mark them
+        if message.startswith(WARNING_PREFIX):
+            fb.pushWarning(message[len(WARNING_PREFIX):])
+        else:
+            fb.pushInfo(message)
+
     return {
         "progress": lambda fraction: fb.setProgress(100.0 * float(fraction)),
         "is_canceled": fb.isCanceled,
-        "log": fb.pushInfo,
+        "log": log,
     }
 
 

@@ -422,6 +422,33 @@ def test_plugin_gui_toggles_the_dock_and_unloads_cleanly(qgis_iface: Any, qgis_p
         _restore_provider(existing is not None)
 
 
+def test_core_warnings_reach_the_warning_channel(provider: Any, tiny_model: Path, tmp_path: Path) -> None:
+    """A warning of the core (here: most of the image under the given cloud mask) is a Processing warning,
+    which the Processing log and the dock mark as one, not an info line; info stays info."""
+    s1 = rasters.write_s1(tmp_path / "s1.tif", 40, 48)
+    s2 = rasters.write_s2(tmp_path / "s2.tif", 40, 48)
+    mask = np.zeros((40, 48), np.uint8)
+    mask[:30] = 1  # 75 % cloud
+    mask_path = rasters.write_raster(tmp_path / "mask.tif", mask, geotransform=rasters.default_geotransform())
+    warnings: list[str] = []
+    infos: list[str] = []
+
+    class Recording(QgsProcessingFeedback):
+        def pushWarning(self, warning: str) -> None:  # noqa: N802
+            warnings.append(warning)
+            super().pushWarning(warning)
+
+        def pushInfo(self, info: str) -> None:  # noqa: N802
+            infos.append(info)
+            super().pushInfo(info)
+
+    run("remove_clouds", {"SAR": str(s1), "OPTICAL": str(s2), "CLOUD_MASK": str(mask_path), "MODEL": str(tiny_model),
+                          "DEVICE": 1, "OUTPUT": str(tmp_path / "o.tif")}, feedback=Recording())
+    assert any(w.startswith("75% of the valid pixels are under cloud") for w in warnings), warnings
+    assert not any(i.startswith("warning: ") for i in infos), "a warning went out as info"
+    assert infos, "progress lines stay on the info channel"
+
+
 def _cancel_on_first_progress() -> QgsProcessingFeedback:
     feedback = QgsProcessingFeedback()
     feedback.progressChanged.connect(lambda value: value > 0 and feedback.cancel())
