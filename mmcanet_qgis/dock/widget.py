@@ -46,6 +46,7 @@ class CloudRemovalDock(QgsDockWidget):
         self._algorithm = contract.find_algorithm()
         self._spec = AlgorithmSpec.from_algorithm(self._algorithm) if self._algorithm is not None else None
         self._run: RestoreRun | None = None
+        self._run_warnings = 0  # warnings logged by the current / last run (named in the status line)
         self._cancel_on_destroy: Any = None
         self._run_inputs: dict[str, str] = {}
         self._card: Any = None  # mmcanet.modelfile.ModelCard of the chosen model, when readable
@@ -332,6 +333,7 @@ class CloudRemovalDock(QgsDockWidget):
         self._run.logged.connect(self._log)
         self._run.finished.connect(self._on_finished)
         self.log_view.clear()
+        self._run_warnings = 0
         self.progress_bar.setValue(0)
         self.elapsed_label.setText(_format_seconds(0))
         self._set_status(self.tr("Running…"), "")
@@ -404,7 +406,11 @@ class CloudRemovalDock(QgsDockWidget):
                                           "hide it to see the restored image.").format(name=error.name()))
         self.compare_panel.set_layer(restored, original if isinstance(original, QgsRasterLayer) else None)
         self.progress_bar.setValue(100)
-        self._set_status(self.tr("Done: added '{name}'.").format(name=name), "")
+        done = self.tr("Done: added '{name}'.").format(name=name)
+        warned = self._run_warnings
+        if warned:  # the run's warnings (most of the image a fill, SAR missing, ...) are in the log below
+            done += " " + (self.tr("1 warning below.") if warned == 1 else self.tr("{n} warnings below.").format(n=warned))
+        self._set_status(done, "")
         self._log("info", self.tr("Added '{name}' from {path}").format(name=name, path=restored.source()))
         if same_style:
             self._log("info", self.tr("'{name}' is drawn with the same bands and stretch (style '{style}'); "
@@ -415,6 +421,8 @@ class CloudRemovalDock(QgsDockWidget):
 
     def _log(self, level: str, text: str) -> None:
         prefix = {"warning": "⚠ ", "error": "✖ "}.get(level, "")  # "cancelled": no mark, not an error
+        if level == "warning":
+            self._run_warnings += 1
         self.log_view.appendPlainText(prefix + text)
 
     def _set_status(self, text: str, style: str) -> None:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from osgeo import gdal
 from qgis.core import (
@@ -487,6 +488,22 @@ def test_cancel_stops_the_task_and_leaves_nothing_behind(
 
     dock.form.batch_spin.setValue(2)  # the user changes something: the old status no longer applies
     assert dock.status_label.text() == "" and dock.progress_bar.value() == 0
+
+
+def test_a_mostly_clouded_run_says_so_in_the_status_and_the_log(make_dock, provider, rasters, tiny_model, tmp_path):
+    import rasters as gen
+
+    mask = np.zeros((64, 64), np.uint8)
+    mask[:48] = 1  # 75 % of the scene under the given cloud mask
+    mask_path = gen.write_raster(tmp_path / "mostly_cloud.tif", mask, geotransform=gen.default_geotransform())
+    dock, _ = ready_dock(make_dock, rasters, tiny_model)
+    [mask_layer] = add_layers((mask_path, "mask"))
+    dock.form.mask_combo.setLayer(mask_layer)
+    dock.run_button.click()
+    wait_until(lambda: not dock.is_running())
+    status, log = dock.status_label.text(), dock.log_view.toPlainText()
+    assert status.startswith("Done") and "warning below" in status, status + log
+    assert "⚠ 75% of the valid pixels are under cloud or cloud shadow" in log, log
 
 
 def test_deleting_the_dock_stops_its_run(make_dock, provider, rasters, tiny_model, slow_model):
