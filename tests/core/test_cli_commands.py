@@ -298,7 +298,10 @@ def test_signal_mid_run_exits_130_and_leaves_no_file(tiny_model_file: Path, tmp_
     cmd = [sys.executable, "-m", "mmcanet.cli", "restore", "--sar", str(s1), "--optical", str(s2),
            "--output", str(work / "o.tif"), "--mask-output", str(work / "m.tif"), "--model", str(tiny_model_file),
            "--device", "cpu", "--batch-size", "1", "--no-keep-clear"]
-    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a suite started in the background (nohup, `cmd &` in a script) hands its children SIGINT ignored, and
+    # Python then rightly ignores Ctrl-C too: the run gets the default disposition, as in a terminal
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
         while not [n for n in files(work) if ".partial-" in n]:  # the output is being written
