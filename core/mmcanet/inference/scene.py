@@ -325,9 +325,10 @@ def _restore(
         warnings=list(rep.warnings),
         sar_missing_fraction=sar_missing,
     )
+    cloud = "" if math.isnan(result.cloud_fraction) else f"; {result.cloud_fraction:.0%} under cloud or shadow, filled"
     rep.info(
         f"wrote {result.output} in {seconds:.1f} s ({total / 1e6 / max(seconds, 1e-9):.2f} Mpx/s; "
-        f"{result.tiles_run}/{result.tiles} tiles through the model)"
+        f"{result.tiles_run}/{result.tiles} tiles through the model{cloud})"
     )
     return result
 

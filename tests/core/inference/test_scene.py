@@ -380,9 +380,13 @@ def test_keep_clear_with_given_mask(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("rows", "warned"), [(20, False), (31, True)])
 def test_mostly_clouded_scene_warns_and_every_output_carries_the_cloud_share(
-    tmp_path: Path, rows: int, warned: bool
+    tmp_path: Path, rows: int, warned: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
+    import logging
+
     from osgeo import gdal
+
+    caplog.set_level(logging.INFO, logger="mmcanet")
 
     h, w = 60, 40
     s2 = rasters.write_s2(tmp_path / "s2.tif", h, w)
@@ -395,6 +399,7 @@ def test_mostly_clouded_scene_warns_and_every_output_carries_the_cloud_share(
     assert res.cloud_fraction == pytest.approx(share)
     for path in (res.output, res.mask_output):
         assert float(gdal.Open(str(path)).GetMetadataItem("MMCANET_CLOUD_FRACTION")) == pytest.approx(share, abs=1e-6)
+    assert f"{share:.0%} under cloud or shadow, filled" in caplog.text  # the run's last line says it too
     notices = [m for m in res.warnings if "under cloud or cloud shadow" in m]
     assert bool(notices) is warned
     if warned:
