@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from mmcanet import options as core_options
@@ -9,6 +10,7 @@ from qgis.core import (
     QgsProcessingContext,
     QgsProcessingException,
     QgsProcessingFeedback,
+    QgsProcessingOutputNumber,
     QgsProcessingParameterBoolean,
     QgsProcessingParameterDefinition,
     QgsProcessingParameterEnum,
@@ -102,6 +104,7 @@ class RemoveCloudsAlgorithm(MMCANetAlgorithm):
     UNCERTAINTY_OUTPUT = "UNCERTAINTY_OUTPUT"
     CHANGE_OUTPUT = "CHANGE_OUTPUT"
     CONFIDENCE_OUTPUT = "CONFIDENCE_OUTPUT"
+    CLOUD_FRACTION = "CLOUD_FRACTION"
     """Old id of CHANGE_OUTPUT (it was called "Confidence"): still accepted, hidden, for saved models and scripts."""
 
     NAME = "remove_clouds"
@@ -212,6 +215,8 @@ class RemoveCloudsAlgorithm(MMCANetAlgorithm):
             createByDefault=False)
         old_change.setFlags(old_change.flags() | QgsProcessingParameterDefinition.FlagHidden)
         self.addParameter(old_change)
+        self.addOutput(QgsProcessingOutputNumber(
+            self.CLOUD_FRACTION, tr("Share of valid pixels under cloud or shadow, filled (0-1)")))
 
     def restore_options(self, parameters: dict[str, Any], context: QgsProcessingContext) -> dict[str, Any]:
         """Keyword arguments of mmcanet.options.RestoreOptions for these parameters (runs nothing)."""
@@ -277,5 +282,7 @@ class RemoveCloudsAlgorithm(MMCANetAlgorithm):
             self.UNCERTAINTY_OUTPUT: options.get("uncertainty_output"),
             self.CHANGE_OUTPUT: change,
             self.CONFIDENCE_OUTPUT: change,
+            # NaN (no mask: every pixel restored as given) has no number in Processing: None
+            self.CLOUD_FRACTION: None if math.isnan(result.cloud_fraction) else float(result.cloud_fraction),
         }
 

@@ -39,6 +39,7 @@ OUTPUT = _Algorithm.OUTPUT
 MASK_OUTPUT = _Algorithm.MASK_OUTPUT
 UNCERTAINTY_OUTPUT = _Algorithm.UNCERTAINTY_OUTPUT
 EXTENT = _Algorithm.EXTENT
+CLOUD_FRACTION = _Algorithm.CLOUD_FRACTION  # a result (0-1 or None), not a parameter
 
 SAR_BAND_COUNTS: tuple[int, ...] = (2,)
 """Sentinel-1 input: VV and VH."""

@@ -407,6 +407,9 @@ class CloudRemovalDock(QgsDockWidget):
         self.compare_panel.set_layer(restored, original if isinstance(original, QgsRasterLayer) else None)
         self.progress_bar.setValue(100)
         done = self.tr("Done: added '{name}'.").format(name=name)
+        cloud = outputs.get(contract.CLOUD_FRACTION)
+        if isinstance(cloud, float) and cloud > 0:
+            done += " " + self.tr("{share:.0%} of it was under cloud or shadow and is filled.").format(share=cloud)
         warned = self._run_warnings
         if warned:  # the run's warnings (most of the image a fill, SAR missing, ...) are in the log below
             done += " " + (self.tr("1 warning below.") if warned == 1 else self.tr("{n} warnings below.").format(n=warned))

@@ -503,6 +503,7 @@ def test_a_mostly_clouded_run_says_so_in_the_status_and_the_log(make_dock, provi
     wait_until(lambda: not dock.is_running())
     status, log = dock.status_label.text(), dock.log_view.toPlainText()
     assert status.startswith("Done") and "warning below" in status, status + log
+    assert "75% of it was under cloud or shadow and is filled" in status, status
     assert "⚠ 75% of the valid pixels are under cloud or cloud shadow" in log, log
 
 

@@ -442,8 +442,10 @@ def test_core_warnings_reach_the_warning_channel(provider: Any, tiny_model: Path
             infos.append(info)
             super().pushInfo(info)
 
-    run("remove_clouds", {"SAR": str(s1), "OPTICAL": str(s2), "CLOUD_MASK": str(mask_path), "MODEL": str(tiny_model),
-                          "DEVICE": 1, "OUTPUT": str(tmp_path / "o.tif")}, feedback=Recording())
+    result = run("remove_clouds", {"SAR": str(s1), "OPTICAL": str(s2), "CLOUD_MASK": str(mask_path),
+                                   "MODEL": str(tiny_model), "DEVICE": 1, "OUTPUT": str(tmp_path / "o.tif")},
+                 feedback=Recording())
+    assert result["CLOUD_FRACTION"] == pytest.approx(0.75)  # a number output, for models and batch runs
     assert any(w.startswith("75% of the valid pixels are under cloud") for w in warnings), warnings
     assert not any(i.startswith("warning: ") for i in infos), "a warning went out as info"
     assert infos, "progress lines stay on the info channel"
