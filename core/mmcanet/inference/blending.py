@@ -475,7 +475,6 @@ def harmonise_fill(
     return (restored * factor.astype(np.float32)).astype(np.float32, copy=False)
 
 
-
 def shift_fill_to_input(
     restored: np.ndarray, optical: np.ndarray, mask: np.ndarray, invalid: np.ndarray, sigma: float,
     tau: float = HARMONISE_TAU,

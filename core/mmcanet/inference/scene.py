@@ -138,10 +138,11 @@ HEAVY_CLOUD_FRACTION = 0.5
 """Share of valid pixels under the cloud / shadow mask from which a run warns that most of its output is a fill."""
 
 
-def _report_cloud_cover(runner: SceneRunner, rep: Reporter, writers: dict[str, RasterWriter]) -> None:
-    """Write the masked share into the outputs' metadata; warn when most of the image is a fill, not an observation."""
+def _report_cloud_cover(runner: SceneRunner, rep: Reporter, writers: dict[str, RasterWriter]) -> float:
+    """The share of valid pixels under the mask (NaN without a mask or valid pixels), written into the outputs'
+    metadata; warns when most of the image is a fill, not an observation."""
     if runner.mask_source == "none" or not runner.valid_px:
-        return
+        return math.nan
     fraction = runner.masked_px / runner.valid_px
     for w in writers.values():
         w.update_tags({"MMCANET_CLOUD_FRACTION": f"{fraction:.6f}"})
@@ -153,6 +154,7 @@ def _report_cloud_cover(runner: SceneRunner, rep: Reporter, writers: dict[str, R
             "mountains) the fill is smooth. Check these areas before classifying them (the mask output shows "
             "which pixels they are; docs/TRUST.md)"
         )
+    return fraction
 
 
 def _require_error_head(model: nn.Module, card: ModelCardLike, options: RestoreOptions) -> None:
@@ -288,7 +290,7 @@ def _restore(
             )
         runner.run(writers)
         sar_missing = _report_missing_sar(runner, ins, rep, writers)
-        _report_cloud_cover(runner, rep, writers)
+        cloud_fraction = _report_cloud_cover(runner, rep, writers)
         for w in writers.values():  # overviews / COG of every output before any is renamed into place
             w.finish(rep.canceled)
         paths = {k: w.commit() for k, w in writers.items()}
@@ -318,7 +320,7 @@ def _restore(
         sar_warped=ins.sar.warped,
         sar_coverage=ins.sar.coverage,
         cloud_mask_source=runner.mask_source,
-        cloud_fraction=runner.masked_px / runner.valid_px if runner.valid_px and runner.mask_source != "none" else math.nan,
+        cloud_fraction=cloud_fraction,
         nodata_fraction=runner.nodata_px / total if total else 0.0,
         seconds=seconds,
         timings=dict(runner.timings),
