@@ -10,7 +10,9 @@ score them with `mmcanet evaluate --data ../shared/data/s2-cloudy-clear-pairs`.
 Two more sets check that a change to the inference path does not only suit those five:
 ``--images trained`` (the 5 real triplets the bundled model was trained on) and ``--images simulated``
 (simulated clouds over 6 clear S1 + S2 pairs no bundled model saw); ``--images l2a``: simulated clouds over
-the 6 BigEarthNet Level-2A pairs (12 bands, atmospherically corrected).
+the 6 BigEarthNet Level-2A pairs (12 bands, atmospherically corrected); ``--images overcast``: real
+overcast (the fully clouded dates of the SEN12MS-CR-TS patch) over the SAR and references of the 5
+validation triplets, i.e. scenes where nothing of the ground shows and the fill is all there is.
 
 Per image: PSNR (dB), SSIM, MAE, SAM (degrees) of the restored file against the cloud-free reference, on
 the 0-1 scale, every band; and "struct": :func:`mmcanet.metrics.structure_correlation` (band-pass
@@ -48,6 +50,13 @@ PAIRS = DATA / "s1s2-pairs"
 """Clear S1 + S2 pairs of 6 places no bundled model was trained on; ``--images simulated`` puts simulated
 clouds over them (`mmcanet simulate --thickness mixed --coverage 0.5`, seed = index): a check on clouds
 like the training simulator's, thin haze included, where the network sees part of the ground."""
+OVERCAST = DATA / "sen12mscr-ts-timeseries"
+OVERCAST_DATES = (2, 8, 25, 27, 29)
+"""The dates of the SEN12MS-CR-TS patch that are cloud from edge to edge (5th percentile of B2 >= 0.4,
+median 0.52-0.85; 8 is as bright as the training clouds, the others brighter, 25 and 29 high ice cloud
+with B10 0.22-0.25). Their ground (central Italy) does not show, so each is a real overcast image of any
+place: ``--images overcast`` puts each over the SAR of every validation triplet and scores against that
+triplet's cloud-free image."""
 BIGEARTHNET = DATA / "bigearthnet-s1s2"
 """6 BigEarthNet-MM S1 + S2 Level-2A pairs (120 px; band files): ``--images l2a`` stacks them and puts
 simulated clouds over them, a check on the atmospherically corrected input most analysts download."""
@@ -69,10 +78,33 @@ def _l2a_set(tmp: Path) -> list[tuple[str, Path, Path, Path]]:
     return out
 
 
+def _overcast_set(tmp: Path) -> list[tuple[str, Path, Path, Path]]:
+    """Each overcast date over each validation triplet: its pixels in a file with the triplet's grid and band names."""
+    out = []
+    for folder, tid in IMAGES:
+        clear = folder / f"{tid}_s2_cloudfree.tif"
+        ref = gdal.Open(str(clear))
+        for date in OVERCAST_DATES:
+            src = gdal.Open(str(next(OVERCAST.glob(f"*_ImgNo_{date}_*.tif"))))
+            cloudy = tmp / f"{tid}_overcast{date}.tif"
+            ds = gdal.GetDriverByName("GTiff").Create(str(cloudy), ref.RasterXSize, ref.RasterYSize, 13, gdal.GDT_UInt16)
+            if ref.GetProjection():
+                ds.SetProjection(ref.GetProjection())
+                ds.SetGeoTransform(ref.GetGeoTransform())
+            for b in range(1, 14):
+                ds.GetRasterBand(b).WriteArray(src.GetRasterBand(b).ReadAsArray(0, 0, ref.RasterXSize, ref.RasterYSize))
+                ds.GetRasterBand(b).SetDescription(ref.GetRasterBand(b).GetDescription())
+            ds = None
+            out.append((f"{tid} + overcast {date}", folder / f"{tid}_s1.tif", cloudy, clear))
+    return out
+
+
 def _image_set(name: str, tmp: Path) -> list[tuple[str, Path, Path, Path]]:
     """``(id, S1, cloudy S2, clear S2)`` per image of the named set (simulated cloudy files go to ``tmp``)."""
     if name == "l2a":
         return _l2a_set(tmp)
+    if name == "overcast":
+        return _overcast_set(tmp)
     if name != "simulated":
         chosen = IMAGES if name == "validation" else TRAINED
         return [(t, f / f"{t}_s1.tif", f / f"{t}_s2_cloudy.tif", f / f"{t}_s2_cloudfree.tif") for f, t in chosen]
@@ -102,10 +134,11 @@ def main() -> None:
                     "give one per --model or none")
     ap.add_argument("--no-keep-clear", action="store_true", help="restore every pixel (default: keep clear ones)")
     ap.add_argument("--clear-weight", type=float, help="passed to mmcanet restore (default: its default)")
-    ap.add_argument("--images", choices=("validation", "trained", "simulated", "l2a"), default="validation",
+    ap.add_argument("--images", choices=("validation", "trained", "simulated", "l2a", "overcast"), default="validation",
                     help="validation: the 5 held-out real triplets (default); trained: the 5 real triplets the "
                     "bundled model was trained on; simulated: simulated clouds over 6 unseen S1+S2 pairs; l2a: simulated "
-                    "clouds over the 6 BigEarthNet Level-2A pairs")
+                    "clouds over the 6 BigEarthNet Level-2A pairs; overcast: real fully clouded S2 dates over the validation "
+                    "triplets' SAR")
     args = ap.parse_args()
     models = args.model or [str(default_model_path())]
     labels = args.label or [Path(m).name for m in models]

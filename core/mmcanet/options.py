@@ -89,6 +89,9 @@ class RestoreOptions:
         feather: width (px) of the soft transition around masked clouds when keeping clear pixels.
         smooth_coarse_bands: under cloud, feed the network the 20 m / 60 m bands Gaussian-smoothed instead
             of as 2 x 2 / 6 x 6 blocks (removes the block grid from the fill; see :mod:`mmcanet.coarse_bands`).
+        tame_bright_cloud: under the mask, hand the network the simulator's opaque cloud where the input
+            is brighter than any cloud it learned from (real overcast, high ice cloud), so it fills from
+            the SAR instead of extrapolating from the cloud's colour (see :mod:`mmcanet.bright_cloud`).
         clear_weight: with ``keep_clear``, the share (0-1) of the restored value in pixels the mask calls
             clear: 0 keeps them exactly; higher values also remove haze the detector missed.
         harmonise: scale (px) over which the fill under the cloud mask takes the local brightness of the
@@ -134,6 +137,7 @@ class RestoreOptions:
     harmonise: int = DEFAULT_HARMONISE
     sar_structure: int = DEFAULT_SAR_STRUCTURE
     smooth_coarse_bands: bool = True
+    tame_bright_cloud: bool = True
     threads: int | None = None
     extent: tuple[float, float, float, float] | None = None
     extent_crs: str | None = None

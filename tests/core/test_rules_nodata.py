@@ -24,7 +24,7 @@ from toy_models import Card, Constant, Identity, OutOfMemoryAbove, Recorder, Sar
 H, W = 40, 48
 
 
-PLUMBING = {"keep_clear": True, "smooth_coarse_bands": False}
+PLUMBING = {"keep_clear": True, "smooth_coarse_bands": False, "tame_bright_cloud": False}
 """Settings of these plumbing tests unless a test says otherwise: the rules here are about keeping clear
 pixels and exact values, which the smoothing of coarse bands under cloud (tested on its own) would blur."""
 

@@ -390,7 +390,7 @@ def test_training_on_a_full_disk_fails_and_leaves_no_temporary_checkpoint(tmp_pa
 
 
 def _restore(s1: Path, s2: Path, out: Path, model: nn.Module | None = None, **kw: object) -> Any:
-    kw = {"keep_clear": True, "smooth_coarse_bands": False, **kw}  # exact-value plumbing, not the smoothing
+    kw = {"keep_clear": True, "smooth_coarse_bands": False, "tame_bright_cloud": False, **kw}  # exact-value plumbing, not the smoothing
     return restore_scene_with_model(model or Constant(0.3), Card(), RestoreOptions(sar=s1, optical=s2, output=out, **{"harmonise": 0, "sar_structure": 0, **kw}))
 
 

@@ -119,6 +119,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=d["smooth_coarse_bands"],
         help="under cloud, give the network the 20 m / 60 m bands smoothed, not as blocks (default: %(default)s)",
     )
+    m.add_argument(
+        "--tame-bright-cloud",
+        action=argparse.BooleanOptionalAction,
+        default=d["tame_bright_cloud"],
+        help="under the cloud mask, give the network its training clouds' spectrum where the input is brighter "
+        "than any cloud it learned from (real overcast), so it fills from the SAR (default: %(default)s)",
+    )
     m.add_argument("--sar-units", choices=options.SAR_UNITS, default=d["sar_units"], help="default: %(default)s")
     m.add_argument("--threads", type=int, help="CPU threads for torch (default: all CPUs of this process)")
     m.add_argument("--gdal-cache-mb", type=int, default=256, help="GDAL block cache for this process (default: %(default)s)")
@@ -236,6 +243,7 @@ def run(args: argparse.Namespace) -> int:
         "harmonise": args.harmonise,
         "sar_structure": args.sar_structure,
         "smooth_coarse_bands": args.smooth_coarse_bands,
+        "tame_bright_cloud": args.tame_bright_cloud,
         "sar_units": args.sar_units,
         "threads": args.threads,
         "extent": tuple(args.extent) if args.extent else None,

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..bands import B10_FILL_DN
+from ..bands import B10_FILL_DN, S2_DN_SCALE
+from ..bright_cloud import tame_bright_cloud
 from ..coarse_bands import smooth_coarse_under_mask
 from ..errors import MMCANetError
 from ..normalization import Normalization
@@ -72,6 +73,8 @@ class BatchRunner:
         self.band_map = band_map
         self.smooth_coarse_bands = True
         """Smooth the coarse bands under cloud before the forward (:mod:`mmcanet.coarse_bands`)."""
+        self.tame_bright_cloud = True
+        """Replace masked cloud brighter than the training clouds by the simulator's (:mod:`mmcanet.bright_cloud`)."""
         self.mask_as_given = False
         """Guide the network by the mask as given, not by its own opacity estimate near the mask (a model's
         ``guide_reach``): for Level-2A input, whose opacity the Level-1C-trained estimate misjudges."""
@@ -209,6 +212,8 @@ class BatchRunner:
         m_t = None if m_np is None else self._upload(m_np, layout=False)
         if m_t is not None and self.smooth_coarse_bands:  # no block grid under cloud
             s2_t = smooth_coarse_under_mask(s2_t, m_t, self.card.s2_bands)
+        if m_t is not None and self.tame_bright_cloud:  # overcast brighter than any cloud it learned from
+            s2_t = tame_bright_cloud(s2_t, m_t, self.card.s2_bands, self.norm.s2_max_dn / S2_DN_SCALE)
         amp = (torch.autocast(self.device.type, dtype=self.autocast_dtype) if self.autocast_dtype is not None
                else contextlib.nullcontext())
         t1 = time.perf_counter()

@@ -111,6 +111,7 @@ class SceneRunner:
         self.batches = BatchRunner(model, card, device, band_map, (self.plan.tile_height, self.plan.tile_width),
                                    opts.batch_size, rep, tuning, with_error=self.with_error)
         self.batches.smooth_coarse_bands = opts.smooth_coarse_bands
+        self.batches.tame_bright_cloud = opts.tame_bright_cloud
         self.batches.mask_as_given = level_2a
         import torch
 

@@ -32,7 +32,7 @@ class Card(ToyCard):
     name: str = "test-model"
 
 
-PLUMBING = {"keep_clear": True, "smooth_coarse_bands": False, "harmonise": 0, "sar_structure": 0}
+PLUMBING = {"keep_clear": True, "smooth_coarse_bands": False, "tame_bright_cloud": False, "harmonise": 0, "sar_structure": 0}
 """Settings of these plumbing tests unless a test says otherwise: the rules here are about keeping clear
 pixels and exact values, which the smoothing of coarse bands under cloud and the fill harmonisation
 (each tested on its own) would change."""
@@ -206,7 +206,7 @@ def test_partial_overlap_restores_outside_the_sar_from_the_optical_alone(make_s2
     logs: list[str] = []
     res = restore_scene_with_model(
         Identity(), Card(), RestoreOptions(sar=sar, optical=s2, output=tmp_path / "o.tif", keep_clear=False, smooth_coarse_bands=False,
-                                          harmonise=0, sar_structure=0),
+                                          tame_bright_cloud=False, harmonise=0, sar_structure=0),
         log=logs.append
     )
     out, src = rasters.read(res.output), rasters.read(s2)
@@ -663,7 +663,8 @@ def test_model_sees_coarse_bands_smoothed_only_under_cloud(tmp_path: Path) -> No
     seen = {}
     for smooth in (False, True):
         res = restore_scene_with_model(Identity(), Card(), RestoreOptions(
-            sar=s1, optical=s2, output=tmp_path / f"{smooth}.tif", cloud_mask=mask, smooth_coarse_bands=smooth, harmonise=0, sar_structure=0))
+            sar=s1, optical=s2, output=tmp_path / f"{smooth}.tif", cloud_mask=mask, smooth_coarse_bands=smooth,
+            tame_bright_cloud=False, harmonise=0, sar_structure=0))
         seen[smooth] = rasters.read(res.output).astype(np.int64)
     raw, smoothed = seen[False], seen[True]
     np.testing.assert_array_equal(raw, rasters.read(s2))
@@ -672,6 +673,30 @@ def test_model_sees_coarse_bands_smoothed_only_under_cloud(tmp_path: Path) -> No
     np.testing.assert_array_equal(raw[fine], smoothed[fine])
     np.testing.assert_array_equal(raw[:, :2], smoothed[:, :2])  # 10 px from the cloud: untouched
     assert np.abs(raw[coarse, 20:28, 26:38] - smoothed[coarse, 20:28, 26:38]).mean() > 5  # DN
+
+
+def test_model_sees_bright_cloud_as_the_simulators_only_under_the_mask(tmp_path: Path) -> None:
+    """Identity model: masked pixels brighter than 0.6 reach it as the cloud table's spectrum, nothing else changes."""
+    from mmcanet.clouds.simulate import CLOUD_BRIGHTNESS
+
+    s1, s2, mask = _masked_scene(tmp_path)
+    seen = {}
+    for tame in (False, True):
+        res = restore_scene_with_model(Identity(), Card(), RestoreOptions(
+            sar=s1, optical=s2, output=tmp_path / f"t{tame}.tif", cloud_mask=mask, smooth_coarse_bands=False,
+            tame_bright_cloud=tame, harmonise=0, sar_structure=0))
+        seen[tame] = rasters.read(res.output).astype(np.float64) / 10000
+    raw, tamed = seen[False], seen[True]
+    cloud = rasters.read(mask)[0] > 0
+    level = raw[1:4].mean(axis=0)
+    full = cloud & (level >= 0.6)
+    assert full.any() and (~cloud).any()
+    np.testing.assert_array_equal(raw[:, ~cloud], tamed[:, ~cloud])
+    np.testing.assert_array_equal(raw[:, cloud & (level <= 0.5)], tamed[:, cloud & (level <= 0.5)])
+    # fully replaced: the table's spectral shape (B10 dark, SWIR bright), whatever the input's
+    shape = tamed[:, full] / tamed[1:4, full].mean(axis=0)
+    expected = CLOUD_BRIGHTNESS / CLOUD_BRIGHTNESS[1:4].mean()
+    np.testing.assert_allclose(np.median(shape, axis=1), expected, atol=0.01)
 
 
 def test_harmonise_scales_only_the_fill_and_keeps_its_spectral_shape(tmp_path: Path) -> None:
