@@ -40,7 +40,7 @@ def test_zip_has_one_plugin_folder_with_metadata_and_vendored_core(plugin_zip: P
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
     assert not [n for n in names if n.startswith("mmcanet_qgis/core/")], "never a bare `core` package"
     metadata = zipfile.ZipFile(plugin_zip).read("mmcanet_qgis/metadata.txt").decode()
-    for line in ("qgisMinimumVersion=3.22", "hasProcessingProvider=yes", "category=Raster", "version=0.3.2"):
+    for line in ("qgisMinimumVersion=3.22", "hasProcessingProvider=yes", "category=Raster", "version=0.3.3"):
         assert line in metadata
     if (ROOT / "resources" / "mmcanet_default.safetensors").is_file():
         assert "mmcanet_qgis/resources/mmcanet_default.safetensors" in names
