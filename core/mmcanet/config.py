@@ -73,6 +73,10 @@ class TrainConfig:
             triplets are trained with (the detector misses most haze, so the network learns to remove
             haze the mask does not show). Either way the opacity net and the CARL term learn from the
             simulated opacity.
+        sim_bright_clouds: fraction (0-1) of simulated samples whose thick cloud is brighter than the
+            fitted table, half of them ice cloud (:func:`mmcanet.clouds.simulate.bright_cloud_brightness`):
+            real overcast reaches 0.7-0.85 reflectance, the table ~0.5. 0 (default) draws no extra random
+            numbers, so older configs give the same samples.
         seed: global seed (data order, crops, augmentation, simulated clouds, init).
         device: auto, cpu or cuda.
         amp: bfloat16 autocast on CUDA.
@@ -119,6 +123,7 @@ class TrainConfig:
     curriculum: bool = True
     sar_dropout: float = 0.1
     sim_mask: str = "opacity"
+    sim_bright_clouds: float = 0.0
     seed: int = 0
     device: str = "auto"
     amp: bool = True
@@ -245,7 +250,7 @@ def _check(cfg: TrainConfig, source: str) -> None:
             raise ConfigError(f"{source}: {key} must be >= 0, got {getattr(cfg, key)}")
     if not any(getattr(cfg, k) for k in ("loss_l1", "loss_carl", "loss_ssim", "loss_sam")):
         raise ConfigError(f"{source}: every restoration loss weight (loss_l1, loss_carl, loss_ssim, loss_sam) is 0; nothing would be learnt")
-    for key in ("sar_dropout", "stage_decay"):
+    for key in ("sar_dropout", "stage_decay", "sim_bright_clouds"):
         if not 0.0 <= getattr(cfg, key) <= 1.0:
             raise ConfigError(f"{source}: {key} is a fraction and must be between 0 and 1, got {getattr(cfg, key)}")
     if cfg.sim_mask not in SIM_MASKS:

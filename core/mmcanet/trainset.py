@@ -102,6 +102,7 @@ class TrainingDataset(Dataset):
         self.seed, self.epochs, self.crop = int(cfg.seed), int(cfg.epochs), int(cfg.crop)
         self.curriculum, self.sar_dropout = bool(cfg.curriculum), float(cfg.sar_dropout)
         self.sim_mask = str(cfg.sim_mask)
+        self.sim_bright_clouds = float(cfg.sim_bright_clouds)
         self.readers: list[Any] = []
         self.items: list[tuple[int, int, bool]] = []  # (reader, index in reader, simulate)
         for src in sources:
@@ -135,7 +136,7 @@ class TrainingDataset(Dataset):
         """Training sample ``k`` of ``epoch``: float32 arrays s2_cloudy, s2_clear (13, c, c), s1 (2, c, c),
         mask (1, c, c) (the guidance: 0-1, 1 = cloud), opacity (1, c, c) (the opacity target) and has_sar;
         c = min(crop, image side)."""
-        from .clouds.simulate import simulate_clouds
+        from .clouds.simulate import bright_cloud_brightness, simulate_clouds
 
         _, _, simulate = self.items[k]
         raw = self.raw(k)
@@ -146,7 +147,10 @@ class TrainingDataset(Dataset):
             progress = epoch / max(1, self.epochs)
             thin_p = max(0.15, 1.0 - 2.0 * progress) if self.curriculum else 0.25
             thickness = "thin" if rng.random() < thin_p else str(rng.choice(["mixed", "thick"]))
-            sim = simulate_clouds(arrays["s2_clear"], rng, thickness=thickness)
+            brightness = None
+            if self.sim_bright_clouds > 0 and rng.random() < self.sim_bright_clouds:
+                brightness = bright_cloud_brightness(rng)
+            sim = simulate_clouds(arrays["s2_clear"], rng, thickness=thickness, brightness=brightness)
             arrays["s2_cloudy"] = sim.cloudy.astype(np.float32)
             arrays["opacity"] = sim.opacity[None].astype(np.float32)
             if self.sim_mask == "detected":

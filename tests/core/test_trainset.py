@@ -97,6 +97,34 @@ def test_sim_mask_detected_gives_the_engines_mask_and_keeps_the_opacity_target(p
         _cfg(src, sim_mask="soft")
 
 
+def test_sim_bright_clouds_draws_brighter_and_ice_cloud_and_leaves_older_configs_alone(pattern_dir: Path) -> None:
+    from mmcanet.clouds.simulate import CLOUD_BRIGHTNESS, bright_cloud_brightness
+    from mmcanet.config import ConfigError
+
+    spectra = [bright_cloud_brightness(np.random.default_rng(i)) for i in range(40)]
+    vis = [float(b[1:4].mean()) for b in spectra]
+    assert min(vis) >= 1.2 * float(CLOUD_BRIGHTNESS[1:4].mean()) - 1e-6 and max(vis) <= 0.95
+    ice = [b for b in spectra if b[10] >= 0.05]
+    assert 5 < len(ice) < 35  # about half are ice cloud: bright cirrus band, darker SWIR than the visible
+    assert all(b[11] < 0.7 * 1.6 * CLOUD_BRIGHTNESS[11] + 1e-6 for b in ice)
+
+    src = [{"path": str(pattern_dir), "kind": "simulated"}]
+    off = TrainingDataset(_cfg(src).data, _cfg(src))  # type: ignore[attr-defined]
+    zero = TrainingDataset(_cfg(src, sim_bright_clouds=0.0).data, _cfg(src, sim_bright_clouds=0.0))  # type: ignore[attr-defined]
+    on = TrainingDataset(_cfg(src, sim_bright_clouds=1.0).data, _cfg(src, sim_bright_clouds=1.0))  # type: ignore[attr-defined]
+    green: dict[str, list[np.ndarray]] = {"off": [], "on": []}  # B3 under opaque cloud
+    for epoch in range(4):
+        for k in range(2):
+            np.testing.assert_array_equal(off[(epoch, k)]["s2_cloudy"], zero[(epoch, k)]["s2_cloudy"])
+            for name, ds in (("off", off), ("on", on)):
+                s = ds[(epoch, k)]
+                green[name].append(s["s2_cloudy"][2][s["opacity"][0] > 0.95])
+    # the table's B3 is 0.454 (x 0.85-1.1 per image); the bright family x 1.2-1.6 on top
+    assert float(np.concatenate(green["off"]).mean()) < 0.52 < float(np.concatenate(green["on"]).mean())
+    with pytest.raises(ConfigError, match="sim_bright_clouds is a fraction"):
+        _cfg(src, sim_bright_clouds=1.5)
+
+
 def test_image_cache_keeps_within_budget_lru() -> None:
     one = {"x": np.zeros(256, np.float32)}  # 1 KiB
     cache = ImageCache(3 * 1024)

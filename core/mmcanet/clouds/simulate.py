@@ -54,6 +54,24 @@ THIN_TRANSPARENCY: np.ndarray = np.array(
 
 THICKNESS_MODES: tuple[str, ...] = ("mixed", "thin", "thick")
 
+BRIGHT_FACTOR: tuple[float, float] = (1.2, 1.6)
+"""Range of the factor on :data:`CLOUD_BRIGHTNESS` for :func:`bright_cloud_brightness` (visible ~0.58-0.78)."""
+
+
+def bright_cloud_brightness(rng: np.random.Generator) -> np.ndarray:
+    """A thick-cloud spectrum (13 L1C bands) brighter than :data:`CLOUD_BRIGHTNESS`: real overcast and ice cloud.
+
+    The table was fitted on SEN12MS-CR patches whose thick cloud is 0.47-0.58 in the visible; fully
+    clouded real dates reach 0.69-0.85 (the SEN12MS-CR-TS patch in ``../shared/data``), and high (ice)
+    cloud is bright in the cirrus band B10 and dark in SWIR. The table times :data:`BRIGHT_FACTOR`; half
+    the time ice cloud on top: B10 0.05-0.25, B11 and B12 x 0.3-0.7. For ``simulate_clouds(brightness=...)``.
+    """
+    out = CLOUD_BRIGHTNESS * np.float32(rng.uniform(*BRIGHT_FACTOR))
+    if rng.random() < 0.5:
+        out[10] = rng.uniform(0.05, 0.25)
+        out[11:] *= np.float32(rng.uniform(0.3, 0.7))
+    return np.clip(out, 0.0, 0.95).astype(np.float32)
+
 
 @dataclass
 class SimulatedClouds:
