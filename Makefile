@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: mutation setup test test-core test-qgis demo lint typecheck check install-plugin package screenshot bench train-bundled compare clean
+.PHONY: mutation setup test test-core test-qgis demo lint typecheck check install-plugin package screenshot bench train-bundled compare compare-long clean
 
 setup:  ## install Debian QGIS/GDAL packages and the pinned .venv (idempotent, no-op when done)
 	@./scripts/setup.sh
@@ -52,6 +52,10 @@ train-bundled: setup  ## retrain the bundled model as shipped (2-core CPU: about
 
 compare: setup  ## docs/COMPARISON.md: every variant trained on the same data and budget, scored on held-out images
 	$(PY) bench/compare_models.py --config configs/compare.toml --markdown docs/COMPARISON.md
+
+compare-long: setup  ## the 600-step table of docs/COMPARISON.md (six variants, ~45 min on 2 cores); prints it, writes runs/compare-600.md
+	$(PY) bench/compare_models.py --config configs/compare_long.toml --out runs/compare-600 --markdown runs/compare-600.md \
+		--only mmcanet:single,mmcanet:multistage,mmcanet:outside_in,mmcanet:thin_to_thick,mmcanet:iterative,mmcanet_optical:single
 
 mutation: setup  ## mutation testing of the rule modules (mutmut, one module at a time; slow, not in CI): docs/TESTING.md
 	nice -n 15 $(PY) scripts/mutation.py
