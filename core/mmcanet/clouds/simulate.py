@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bands import S2_DN_SCALE
+from ..bands import S2_BANDS_L1C, S2_DN_SCALE
 from ..errors import InputError
 from .detect import box_mean, detect_clouds
 
@@ -54,6 +54,7 @@ THIN_TRANSPARENCY: np.ndarray = np.array(
 
 THICKNESS_MODES: tuple[str, ...] = ("mixed", "thin", "thick")
 
+_B10, _SWIR = S2_BANDS_L1C.index("B10"), [S2_BANDS_L1C.index("B11"), S2_BANDS_L1C.index("B12")]
 BRIGHT_FACTOR: tuple[float, float] = (1.2, 1.6)
 """Range of the factor on :data:`CLOUD_BRIGHTNESS` for :func:`bright_cloud_brightness` (visible ~0.58-0.78)."""
 
@@ -68,8 +69,8 @@ def bright_cloud_brightness(rng: np.random.Generator) -> np.ndarray:
     """
     out = CLOUD_BRIGHTNESS * np.float32(rng.uniform(*BRIGHT_FACTOR))
     if rng.random() < 0.5:
-        out[10] = rng.uniform(0.05, 0.25)
-        out[11:] *= np.float32(rng.uniform(0.3, 0.7))
+        out[_B10] = rng.uniform(0.05, 0.25)
+        out[_SWIR] *= np.float32(rng.uniform(0.3, 0.7))
     return np.clip(out, 0.0, 0.95).astype(np.float32)
 
 
